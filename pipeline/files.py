@@ -26,6 +26,11 @@ def image_id(root: str | os.PathLike, path: str | os.PathLike) -> str:
     return os.path.splitext(rel)[0].replace(os.sep, "/")
 
 
+def relative_path(root: str | os.PathLike, path: str | os.PathLike) -> str:
+    """Path of `path` relative to `root`, posix separators (as failures.csv reports it)."""
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(root)).replace(os.sep, "/")
+
+
 def list_images(root: str | os.PathLike) -> ImageListing:
     """Every image file under `root`, recursively, skipping hidden files and folders.
 

@@ -1,0 +1,71 @@
+"""The embedding pipeline: (id, path) rows -> Ray Data decode stage -> embed actor pool -> batches.
+
+Decode and embed are two `map_batches` stages with equal resources, which Ray Data fuses into one
+actor stage: decoded pixels never cross the object store, and each actor keeps one core busy from
+JPEG bytes to descriptor. On this kind of machine that beats one process running the model on every
+core (see benchmarks/throughput.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import ray
+
+from descriptors import PreprocessCfg
+from pipeline.decode import DEFAULT_MAX_PIXELS
+from pipeline.model_spec import ModelSpec
+from pipeline.stages import EmbedActor, decode_batch
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """How the embed stage runs; the job decides the device.
+
+    num_actors: model replicas; None = one per CPU of the Ray cluster (one per GPU with a GPU).
+    threads_per_actor: intra-op threads of each; None = this machine's cores split between actors.
+    batch_size: images per model call.
+    """
+
+    device: str = "cpu"
+    num_actors: int | None = None
+    threads_per_actor: int | None = None
+    batch_size: int = 16
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def actors(self) -> int:
+        if self.num_actors:
+            return self.num_actors
+        key = "GPU" if self.device.startswith("cuda") else "CPU"
+        return max(1, int(ray.cluster_resources().get(key, 1)))
+
+    def threads(self, actors: int) -> int:
+        return self.threads_per_actor or max(1, (os.cpu_count() or 1) // actors)
+
+
+def embed_rows(rows: list[dict], spec: ModelSpec, cfg: PreprocessCfg, settings: EmbedSettings) -> Iterator[dict]:
+    """rows of {"id", "path", ...} -> batches {"id", "path", ..., "embedding" (B, D), "error" (B,) str}.
+
+    Needs a running Ray (see `ray_runtime.ray_session`). Batches arrive in no particular order.
+    """
+    if not rows:
+        return
+    actors = settings.actors()
+    gpu = settings.device.startswith("cuda")
+    n_blocks = min(len(rows), max(actors, min(len(rows) // settings.batch_size, 4096)))
+    ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+    ds = ds.map_batches(decode_batch, batch_size=settings.batch_size, batch_format="numpy",
+                        fn_kwargs={"cfg": cfg.to_dict(), "max_pixels": settings.max_pixels}, num_cpus=1)
+    ds = ds.map_batches(
+        EmbedActor,
+        batch_size=settings.batch_size,
+        batch_format="numpy",
+        fn_constructor_kwargs={"spec": spec.to_dict(), "device": settings.device,
+                               "num_threads": settings.threads(actors)},
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=1,
+        num_gpus=1 if gpu else 0,
+    )
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")

@@ -1,0 +1,26 @@
+"""Which descriptor a job runs, recorded in every index manifest so queries are embedded the same way."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from descriptors import Descriptor, create_descriptor
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """name and weights as `create_descriptor` takes them; options: its extra keyword arguments."""
+
+    name: str = "sscd"
+    weights: str | None = None
+    options: dict = field(default_factory=dict)
+
+    def build(self, *, device: str = "cpu", num_threads: int | None = None) -> Descriptor:
+        return create_descriptor(self.name, self.weights, device=device, num_threads=num_threads, **self.options)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(name=d["name"], weights=d.get("weights"), options=dict(d.get("options") or {}))

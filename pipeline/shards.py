@@ -1,0 +1,99 @@
+"""Descriptor shards: the resumable unit of an indexing job.
+
+The sorted image listing is cut into shards of `shard_size` images. Each finished shard is one
+`.npz` written atomically, holding its ids, file stamps (size, mtime), descriptors and failure
+reasons, plus the fingerprint of the model that made it. On a restart, a shard whose file loads and
+whose ids, stamps and fingerprint equal the plan's is reused; any other is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import atomic_write
+
+
+@dataclass(frozen=True)
+class PlannedShard:
+    index: int
+    ids: list[str]
+    paths: list[str]
+    stamps: list[str]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """ids (n,), embeddings (n, D) float32 with zero rows where errors[i] is not ""."""
+
+    ids: list[str]
+    stamps: list[str]
+    embeddings: np.ndarray
+    errors: list[str]
+
+
+def file_stamp(path: str) -> str:
+    """"size:mtime_ns" of a file, or "missing" when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def plan_shards(entries: list[tuple[str, str]], shard_size: int) -> list[PlannedShard]:
+    """Cut (id, path) entries, sorted by id, into shards of `shard_size`."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    entries = sorted(entries)
+    shards = []
+    for k, start in enumerate(range(0, len(entries), shard_size)):
+        chunk = entries[start : start + shard_size]
+        shards.append(PlannedShard(k, [i for i, _ in chunk], [p for _, p in chunk],
+                                   [file_stamp(p) for _, p in chunk]))
+    return shards
+
+
+class ShardStore:
+    """A folder of shard files for one model fingerprint."""
+
+    def __init__(self, folder: str | os.PathLike, fingerprint: dict):
+        self.folder = Path(folder)
+        self.fingerprint = json.dumps(fingerprint, sort_keys=True)
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"shard-{index:06d}.npz"
+
+    def is_complete(self, planned: PlannedShard) -> bool:
+        shard = self._read(planned.index)
+        return shard is not None and shard.ids == planned.ids and shard.stamps == planned.stamps
+
+    def read(self, index: int) -> Shard:
+        shard = self._read(index)
+        if shard is None:
+            raise FileNotFoundError(f"shard {self.path(index)} is missing, incomplete or from another model")
+        return shard
+
+    def write(self, index: int, shard: Shard) -> None:
+        with atomic_write(self.path(index)) as f:
+            np.savez(f, ids=np.asarray(shard.ids, dtype=str), stamps=np.asarray(shard.stamps, dtype=str),
+                     embeddings=shard.embeddings.astype(np.float32),
+                     errors=np.asarray(shard.errors, dtype=str), fingerprint=np.asarray(self.fingerprint))
+
+    def _read(self, index: int) -> Shard | None:
+        """The shard if its file is whole and made by this fingerprint, else None (recompute it)."""
+        try:
+            with np.load(self.path(index), allow_pickle=False) as z:
+                if str(z["fingerprint"]) != self.fingerprint:
+                    return None
+                ids = [str(s) for s in z["ids"]]
+                shard = Shard(ids, [str(s) for s in z["stamps"]], z["embeddings"], [str(s) for s in z["errors"]])
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+            return None
+        n = len(shard.ids)
+        return shard if len(shard.stamps) == len(shard.errors) == shard.embeddings.shape[0] == n else None

@@ -1,0 +1,98 @@
+"""The `copyscope` command line: parse, resolve device and config, call the pipeline, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from jobs.device import resolve_device
+from matching.index import INDEX_TYPES, IndexParams
+from pipeline.embedding import EmbedSettings
+from pipeline.model_spec import ModelSpec
+
+# Errors a user can cause and fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError, ImportError)
+
+
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, or cuda[:N]")
+    p.add_argument("--num-actors", type=int, default=None, help="model replicas (default: one per CPU/GPU)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads per replica")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _settings(args, device: str) -> EmbedSettings:
+    return EmbedSettings(device=device, num_actors=args.num_actors, threads_per_actor=args.threads,
+                         batch_size=args.batch_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="copyscope", description="Find edited copies of reference images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="embed a folder of reference images and build a FAISS index")
+    p.add_argument("ref_dir")
+    p.add_argument("--out", required=True, help="index folder (re-running the same command resumes)")
+    p.add_argument("--model", default="sscd", help="sscd, sscd_distilled, sscd_torchscript, timm:<arch>")
+    p.add_argument("--weights", default=None, help="local weights file (or 'imagenet' for packaged timm weights)")
+    p.add_argument("--image-size", type=int, default=None, help="short side the model sees (default: model's)")
+    p.add_argument("--index-type", default="flat", choices=INDEX_TYPES)
+    p.add_argument("--shard-size", type=int, default=1000, help="images per resumable shard")
+    _embed_args(p)
+
+    p = sub.add_parser("match", help="match a folder of query images against an index")
+    p.add_argument("query_dir")
+    p.add_argument("--index", required=True, help="index folder made by `copyscope index`")
+    p.add_argument("--out", required=True, help="matches CSV: query_id,reference_id,score")
+    p.add_argument("--k", type=int, default=10, help="candidates per query")
+    _embed_args(p)
+    return parser
+
+
+def run_index(args) -> dict:
+    from pipeline.indexing import index_folder
+
+    device = resolve_device(args.device)
+    options = {"image_size": args.image_size} if args.image_size else {}
+    summary = index_folder(args.ref_dir, args.out, ModelSpec(args.model, args.weights, options),
+                           index_type=args.index_type, index_params=IndexParams(), settings=_settings(args, device),
+                           shard_size=args.shard_size, ray_address=args.ray_address, progress=not args.quiet)
+    return asdict(summary)
+
+
+def run_match(args) -> dict:
+    from pipeline.querying import match_folder
+
+    device = resolve_device(args.device)
+    summary = match_folder(args.query_dir, args.index, args.out, k=args.k, settings=_settings(args, device),
+                           use_gpu=device.startswith("cuda") and gpu_search_available(),
+                           ray_address=args.ray_address, progress=not args.quiet)
+    return asdict(summary)
+
+
+def gpu_search_available() -> bool:
+    from matching.index import gpu_available
+
+    return gpu_available()
+
+
+COMMANDS = {"index": run_index, "match": run_match}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = COMMANDS[args.command](args)
+    except USER_ERRORS as e:
+        print(f"copyscope {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The one place that chooses a device: jobs resolve it and pass it down."""
+
+from __future__ import annotations
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu"; explicit values are checked and kept."""
+    if requested == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if requested.startswith("cuda"):
+        if not cuda_available():
+            raise RuntimeError(f"--device {requested} asked for, but no GPU is visible")
+        return requested
+    raise ValueError(f"unknown device {requested!r}; use auto, cpu or cuda[:N]")

@@ -1,0 +1,117 @@
+"""`index`: a folder of reference images -> descriptor shards -> a saved FAISS index.
+
+INDEX_DIR/
+  shards/shard-NNNNNN.npz   resumable descriptor shards (see pipeline.shards)
+  index.faiss, ids.txt      the FAISS index and its row -> image id list
+  manifest.json             model, preprocessing, index type, counts, versions (written last)
+  failures.csv              path,reason for every file that could not be indexed
+  summary.json              counts and timings of the last run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from matching.index import IndexParams, SearchIndex
+from pipeline.atomic import atomic_write
+from pipeline.embedding import EmbedSettings, embed_rows
+from pipeline.failures import Failure, write_failures_csv
+from pipeline.files import list_images, relative_path
+from pipeline.model_spec import ModelSpec
+from pipeline.ray_runtime import ray_session
+from pipeline.shards import PlannedShard, Shard, ShardStore, plan_shards
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    images: int
+    indexed: int
+    failed: int
+    shards_total: int
+    shards_computed: int
+    seconds: float
+
+
+def index_folder(
+    ref_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    spec: ModelSpec = ModelSpec(),
+    *,
+    index_type: str = "flat",
+    index_params: IndexParams | None = None,
+    settings: EmbedSettings = EmbedSettings(),
+    shard_size: int = 1000,
+    ray_address: str | None = None,
+    progress: bool = True,
+    on_shard_written: Callable[[int], None] | None = None,
+) -> IndexSummary:
+    """Embed every image under `ref_dir` and save the index in `out_dir`. Re-running resumes.
+
+    on_shard_written: called with each shard number once it is on disk (a crash hook for tests).
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    listing = list_images(ref_dir)
+    descriptor = spec.build(num_threads=1)
+    fingerprint = {"model": spec.to_dict(), "descriptor": descriptor.spec()}
+    store = ShardStore(out_dir / "shards", fingerprint)
+    planned = plan_shards(listing.entries, shard_size)
+    todo = [p for p in planned if not store.is_complete(p)]
+    if todo:
+        with ray_session(ray_address):
+            _compute_shards(todo, store, spec, descriptor.cfg, settings, progress, on_shard_written)
+
+    ids, vectors, failures = _collect(planned, store, descriptor.dim, ref_dir)
+    failures += [Failure(relative_path(ref_dir, f.path), f.reason) for f in listing.failures]
+    index = SearchIndex.build(vectors, ids, index_type, params=index_params, manifest=fingerprint)
+    index.save(out_dir)
+    write_failures_csv(out_dir / "failures.csv", failures)
+    summary = IndexSummary(images=len(listing.entries) + len(listing.failures), indexed=len(ids),
+                           failed=len(failures), shards_total=len(planned), shards_computed=len(todo),
+                           seconds=round(time.perf_counter() - start, 3))
+    with atomic_write(out_dir / "summary.json", "w") as f:
+        json.dump(asdict(summary), f, indent=2)
+    return summary
+
+
+def _compute_shards(todo: list[PlannedShard], store: ShardStore, spec: ModelSpec, cfg, settings: EmbedSettings,
+                    progress: bool, on_shard_written: Callable[[int], None] | None) -> None:
+    """Stream the pending shards' images through Ray; write each shard as soon as it is whole."""
+    by_shard = {p.index: p for p in todo}
+    rows = [{"id": i, "path": path, "shard": p.index} for p in todo for i, path in zip(p.ids, p.paths)]
+    pending: dict[int, dict[str, tuple[np.ndarray, str]]] = {k: {} for k in by_shard}
+    with tqdm(total=len(rows), desc="index", unit="img", disable=not progress) as bar:
+        for batch in embed_rows(rows, spec, cfg, settings):
+            for iid, shard, emb, err in zip(batch["id"], batch["shard"], batch["embedding"], batch["error"]):
+                pending[int(shard)][str(iid)] = (emb, str(err))
+            for k in {int(s) for s in batch["shard"]}:
+                plan = by_shard[k]
+                if len(pending[k]) == len(plan.ids):
+                    done = pending.pop(k)
+                    store.write(k, Shard(plan.ids, plan.stamps, np.stack([done[i][0] for i in plan.ids]),
+                                         [done[i][1] for i in plan.ids]))
+                    if on_shard_written:
+                        on_shard_written(k)
+            bar.update(len(batch["id"]))
+
+
+def _collect(planned: list[PlannedShard], store: ShardStore, dim: int,
+             root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[Failure]]:
+    """All shards -> indexed ids, (N, D) descriptors, and the failures recorded in them."""
+    ids, parts, failures = [], [], []
+    for plan in planned:
+        shard = store.read(plan.index)
+        ok = np.array([not e for e in shard.errors], dtype=bool)
+        ids += [i for i, good in zip(shard.ids, ok) if good]
+        parts.append(shard.embeddings[ok])
+        failures += [Failure(relative_path(root, p), e) for p, e in zip(plan.paths, shard.errors) if e]
+    vectors = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
+    return ids, vectors, failures

@@ -1,0 +1,18 @@
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session (starting one costs seconds and ~0.7 GB)."""
+    import ray
+
+    from pipeline.ray_runtime import quiet_ray_data
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    quiet_ray_data()
+    yield
+    ray.shutdown()

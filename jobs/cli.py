@@ -13,7 +13,7 @@ from pipeline.embedding import EmbedSettings
 from pipeline.model_spec import ModelSpec
 
 # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError, ImportError)
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError, ImportError)
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
@@ -50,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="matches CSV: query_id,reference_id,score")
     p.add_argument("--k", type=int, default=10, help="candidates per query")
     _embed_args(p)
+
+    p = sub.add_parser("evaluate", help="DISC2021 metrics of a matches CSV, with a PR curve and an HTML report")
+    p.add_argument("gt_csv", help="ground truth: query_id,reference_id (empty reference = no copy)")
+    p.add_argument("pred_csv", help="predictions: query_id,reference_id,score")
+    p.add_argument("--out", required=True, help="folder for metrics.json, pr_curve.png, report.html")
+    p.add_argument("--meta", default=None, help="query_meta.csv, for recall@1 by edit kind")
+    p.add_argument("--queries", default=None, help="query images (default: queries/ beside GT_CSV)")
+    p.add_argument("--references", default=None, help="reference images (default: references/ beside GT_CSV)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = sub.add_parser("benchmark", help="build DISC2021-style benchmarks")
+    bench_sub = bench.add_subparsers(dest="benchmark_command", required=True)
+    p = bench_sub.add_parser("make", help="references, edited queries, background and ground truth from photos")
+    p.add_argument("photos_dir")
+    p.add_argument("--out", required=True, help="benchmark folder (must be empty or absent)")
+    p.add_argument("--n-references", type=int, default=None, help="default: 40 %% of the photos")
+    p.add_argument("--n-queries", type=int, default=None, help="default: 40 %% of the photos, half of them copies")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -74,13 +93,30 @@ def run_match(args) -> dict:
     return asdict(summary)
 
 
+def run_evaluate(args) -> dict:
+    from pipeline.evaluation import evaluate
+
+    return evaluate(args.gt_csv, args.pred_csv, args.out, meta_csv=args.meta, queries_dir=args.queries,
+                    references_dir=args.references, progress=not args.quiet)
+
+
+def run_benchmark_make(args) -> dict:
+    from pipeline.benchmark import make_benchmark
+
+    summary = make_benchmark(args.photos_dir, args.out, n_references=args.n_references, n_queries=args.n_queries,
+                             seed=args.seed, progress=not args.quiet)
+    for failure in summary.failures:
+        print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
+    return asdict(summary)
+
+
 def gpu_search_available() -> bool:
     from matching.index import gpu_available
 
     return gpu_available()
 
 
-COMMANDS = {"index": run_index, "match": run_match}
+COMMANDS = {"index": run_index, "match": run_match, "evaluate": run_evaluate, "benchmark": run_benchmark_make}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,267 @@
+"""Local features for pair verification: keypoints + descriptors from OpenCV, and their compact storage.
+
+    image (H, W, 3) uint8 RGB -> LocalFeatures: keypoints (N, 2) float32 xy in pixels of the original
+    image (pixel centres at integers), descriptors (N, D) uint8, image_size (H, W), method.
+
+Methods (`LOCAL_METHODS`): `rootsift` (default; SIFT, L1-normalised, square-rooted, stored as
+uint8 = round(512 * value) clipped at 255, compared with L2), `sift` (OpenCV's SIFT bytes), `orb`
+(32-byte rBRIEF, Hamming) and `akaze` (61-byte MLDB, Hamming), the last two being the fast options.
+AKAZE is in OpenCV 5's contrib build only (opencv-contrib-python-headless); `available_methods()`
+says which methods the installed OpenCV has.
+Learned features (`matching.learned_matchers`) use the same record with float32 descriptors.
+
+Mirrored copies: none of these descriptors is mirror invariant, so a query is also matched as its
+mirror image. `mirror_features` gives the features of the horizontally flipped image expressed in
+the original image's frame (so the geometry found with them maps the original query, with a
+negative determinant); for SIFT and RootSIFT it only permutes descriptor bins, for ORB and AKAZE
+the flipped image is extracted again (`extract_local_features(..., mirror=True)`).
+`extract_query_features` gives both, the cheapest way for each method.
+
+Storage (`pack`, `pack_many`): keypoints as uint16 fixed point of the image size (1/65535 of a side:
+under 0.07 px up to 4096 px), descriptors as uint8 (float descriptors as float16), one npz-ready
+dict of plain arrays; `pack_many` stores a ragged list with an offsets array (one dict per shard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+LOCAL_METHODS = ("rootsift", "sift", "orb", "akaze")
+BINARY_METHODS = ("orb", "akaze")
+_SIFT_METHODS = ("rootsift", "sift")
+_DESCRIPTOR_DIMS = {"rootsift": 128, "sift": 128, "orb": 32, "akaze": 61}
+_ROOTSIFT_SCALE = 512.0  # RootSIFT components are <= ~0.33 in practice; 512 keeps ~100 levels below 0.2
+_KEYPOINT_STEPS = 65535  # uint16 fixed point over the image side
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LocalFeatures:
+    """Keypoints and descriptors of one image.
+
+    keypoints: (N, 2) float32 xy in pixels of the original image.
+    descriptors: (N, D) uint8 (float32 for learned features).
+    image_size: (H, W) of the original image.
+    method: the extractor's name, e.g. "rootsift".
+    """
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+    method: str
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    @classmethod
+    def empty(cls, method: str, image_size: tuple[int, int], dim: int | None = None,
+              dtype: type = np.uint8) -> LocalFeatures:
+        """Typed empty features: (0, 2) float32 keypoints, (0, D) descriptors."""
+        dim = _DESCRIPTOR_DIMS.get(method, 0) if dim is None else dim
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, dim), dtype), tuple(image_size), method)
+
+    def equals(self, other: LocalFeatures) -> bool:
+        """Exact equality of every field (arrays compared element-wise, dtypes included)."""
+        return (self.method == other.method and self.image_size == other.image_size
+                and _same_array(self.keypoints, other.keypoints)
+                and _same_array(self.descriptors, other.descriptors))
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def _akaze_factory() -> Callable[..., cv2.Feature2D] | None:
+    """cv2.AKAZE_create: in OpenCV 4, or in the contrib build's xfeatures2d from OpenCV 5 on; None if absent."""
+    return getattr(cv2, "AKAZE_create", None) or getattr(getattr(cv2, "xfeatures2d", None), "AKAZE_create", None)
+
+
+def available_methods() -> tuple[str, ...]:
+    """The LOCAL_METHODS this OpenCV build provides (AKAZE needs opencv-contrib-python from OpenCV 5 on)."""
+    return tuple(m for m in LOCAL_METHODS if m != "akaze" or _akaze_factory() is not None)
+
+
+def _detector(method: str, max_keypoints: int) -> cv2.Feature2D:
+    if method in _SIFT_METHODS:
+        return cv2.SIFT_create(nfeatures=max_keypoints)
+    if method == "orb":
+        return cv2.ORB_create(nfeatures=max_keypoints)
+    if method == "akaze":
+        create = _akaze_factory()
+        if create is None:
+            raise ImportError(f"AKAZE is not in OpenCV {cv2.__version__} (OpenCV 5 moved it to contrib): "
+                              "install opencv-contrib-python-headless instead of opencv-python-headless")
+        return create(threshold=0.0005)  # half the default: enough points on 512 px images
+    raise ValueError(f"unknown local feature method {method!r}; known: {', '.join(LOCAL_METHODS)}")
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB or (H, W) uint8 -> (H, W) uint8."""
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"expected an (H, W, 3) or (H, W) uint8 image, got {image.dtype} {image.shape}")
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+    """(H, W[, C]) -> (h, w[, C]) with max(h, w) <= max_side, by INTER_AREA; unchanged if small enough."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def to_original_pixels(xy: np.ndarray, small_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """(N, 2) xy in an image of `small_size` (h, w) -> (N, 2) float32 xy in the same image at `size`.
+
+    Pixel centres sit at integers in both: x + 0.5 scales by w / w_small.
+    """
+    factor = np.array([size[1] / small_size[1], size[0] / small_size[0]])
+    return ((np.asarray(xy, np.float64) + 0.5) * factor - 0.5).astype(np.float32)
+
+
+def _rootsift(descriptors: np.ndarray) -> np.ndarray:
+    """(N, 128) float32 SIFT -> (N, 128) uint8 RootSIFT."""
+    l1 = np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-12)
+    return np.clip(np.rint(np.sqrt(descriptors / l1) * _ROOTSIFT_SCALE), 0, 255).astype(np.uint8)
+
+
+def _descriptor_bytes(method: str, descriptors: np.ndarray) -> np.ndarray:
+    if method == "rootsift":
+        return _rootsift(descriptors)
+    if method == "sift":  # OpenCV's SIFT values are already integers in 0..255
+        return np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
+    return descriptors
+
+
+def extract_local_features(image: np.ndarray, method: str = "rootsift", *, max_keypoints: int = 1000,
+                           max_side: int = 512, mirror: bool = False) -> LocalFeatures:
+    """(H, W, 3) uint8 RGB -> LocalFeatures with at most `max_keypoints`, the strongest by response.
+
+    The image is shrunk (INTER_AREA) so that its long side is at most `max_side`, turned grey and
+    described; keypoints are scaled back to original pixels. `mirror=True` describes the
+    horizontally flipped image, keypoints still in the original frame (see `mirror_features`).
+    """
+    if mirror and method in _SIFT_METHODS:
+        return mirror_features(extract_local_features(image, method, max_keypoints=max_keypoints,
+                                                      max_side=max_side))
+    detector = _detector(method, max_keypoints)
+    grey = to_grey(image)
+    small = shrink(grey, max_side)
+    if mirror:
+        small = np.ascontiguousarray(small[:, ::-1])
+    keypoints, descriptors = detector.detectAndCompute(small, None)
+    if descriptors is None or not keypoints:
+        return LocalFeatures.empty(method, grey.shape)
+    order = np.argsort([-k.response for k in keypoints], kind="stable")[:max_keypoints]
+    xy = np.array([keypoints[i].pt for i in order], np.float64)
+    if mirror:
+        xy[:, 0] = small.shape[1] - 1 - xy[:, 0]
+    xy = to_original_pixels(xy, small.shape, grey.shape)
+    return LocalFeatures(xy, _descriptor_bytes(method, descriptors[order]), grey.shape, method)
+
+
+def _sift_mirror_permutation() -> np.ndarray:
+    """Descriptor index map of SIFT under a horizontal flip of the image.
+
+    SIFT bins are (row, column, orientation), 4 x 4 x 8, in the frame of the keypoint's dominant
+    orientation. Mirroring the image mirrors that frame across its x axis: rows reverse and relative
+    orientations negate (bin o -> -o mod 8); columns stay.
+    """
+    return np.array([((3 - row) * 4 + col) * 8 + (-ori) % 8
+                     for row in range(4) for col in range(4) for ori in range(8)])
+
+
+_SIFT_MIRROR = _sift_mirror_permutation()
+
+
+def mirror_features(features: LocalFeatures) -> LocalFeatures:
+    """SIFT / RootSIFT features -> those of the horizontally flipped image, in the original frame.
+
+    Keypoints are unchanged, descriptor bins are permuted: matching these against a reference finds
+    a mirrored copy, with a transform of negative determinant from the original query. ORB and AKAZE
+    have no such permutation: use `extract_local_features(image, method, mirror=True)`.
+    """
+    if features.method not in _SIFT_METHODS:
+        raise ValueError(f"mirror_features permutes SIFT bins and supports {_SIFT_METHODS}, got "
+                         f"{features.method!r}; extract the flipped image with mirror=True instead")
+    return dataclasses.replace(features, descriptors=np.ascontiguousarray(features.descriptors[:, _SIFT_MIRROR]))
+
+
+def extract_query_features(image: np.ndarray, method: str = "rootsift", *, max_keypoints: int = 1000,
+                           max_side: int = 512) -> tuple[LocalFeatures, LocalFeatures]:
+    """(H, W, 3) uint8 RGB -> (features, mirrored features) of a query, for `verify_pair(mirrored=)`.
+
+    SIFT / RootSIFT mirror by a descriptor permutation (free); ORB / AKAZE describe the image twice.
+    """
+    features = extract_local_features(image, method, max_keypoints=max_keypoints, max_side=max_side)
+    if method in _SIFT_METHODS:
+        return features, mirror_features(features)
+    return features, extract_local_features(image, method, max_keypoints=max_keypoints, max_side=max_side,
+                                            mirror=True)
+
+
+def _quantise_keypoints(keypoints: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    h, w = image_size
+    unit = (keypoints + 0.5) / np.array([w, h], np.float64)
+    return np.clip(np.rint(unit * _KEYPOINT_STEPS), 0, _KEYPOINT_STEPS).astype(np.uint16)
+
+
+def _dequantise_keypoints(codes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    h, w = image_size
+    return (codes.astype(np.float64) / _KEYPOINT_STEPS * np.array([w, h]) - 0.5).astype(np.float32)
+
+
+def _store_descriptors(descriptors: np.ndarray) -> np.ndarray:
+    return descriptors if descriptors.dtype == np.uint8 else descriptors.astype(np.float16)
+
+
+def _load_descriptors(stored: np.ndarray) -> np.ndarray:
+    return stored if stored.dtype == np.uint8 else stored.astype(np.float32)
+
+
+def pack(features: LocalFeatures) -> dict[str, np.ndarray]:
+    """LocalFeatures -> {"keypoints": (N, 2) uint16, "descriptors": (N, D), "image_size": (2,) int64,
+    "method": str array} (plain arrays, for np.savez)."""
+    return {"keypoints": _quantise_keypoints(features.keypoints, features.image_size),
+            "descriptors": _store_descriptors(features.descriptors),
+            "image_size": np.array(features.image_size, np.int64),
+            "method": np.array(features.method)}
+
+
+def unpack(stored: dict[str, np.ndarray]) -> LocalFeatures:
+    """Inverse of `pack`: keypoints within 1/65535 of the image side, descriptors exact (uint8)."""
+    size = tuple(int(v) for v in stored["image_size"])
+    return LocalFeatures(_dequantise_keypoints(stored["keypoints"], size),
+                         _load_descriptors(stored["descriptors"]), size, str(stored["method"]))
+
+
+def pack_many(features: list[LocalFeatures]) -> dict[str, np.ndarray]:
+    """B LocalFeatures of one method -> {"keypoints": (sum N, 2) uint16, "descriptors": (sum N, D),
+    "offsets": (B + 1,) int64 (rows of item i are offsets[i]:offsets[i+1]), "image_sizes": (B, 2) int64,
+    "method": str array} (empty method and (0, 0) descriptors for B = 0)."""
+    methods = {f.method for f in features}
+    if len(methods) > 1:
+        raise ValueError(f"pack_many needs one method per shard, got {sorted(methods)}")
+    if not features:
+        return {"keypoints": np.zeros((0, 2), np.uint16), "descriptors": np.zeros((0, 0), np.uint8),
+                "offsets": np.zeros(1, np.int64), "image_sizes": np.zeros((0, 2), np.int64),
+                "method": np.array("")}
+    packed = [pack(f) for f in features]
+    return {"keypoints": np.concatenate([p["keypoints"] for p in packed]),
+            "descriptors": np.concatenate([p["descriptors"] for p in packed]),
+            "offsets": np.concatenate([[0], np.cumsum([len(f) for f in features])]).astype(np.int64),
+            "image_sizes": np.array([f.image_size for f in features], np.int64),
+            "method": packed[0]["method"]}
+
+
+def unpack_many(stored: dict[str, np.ndarray]) -> list[LocalFeatures]:
+    """Inverse of `pack_many` (accepts the NpzFile of a saved shard)."""
+    offsets, method = stored["offsets"], stored["method"]
+    keypoints, descriptors = stored["keypoints"], stored["descriptors"]
+    return [unpack({"keypoints": keypoints[a:b], "descriptors": descriptors[a:b], "image_size": size,
+                    "method": method})
+            for a, b, size in zip(offsets[:-1], offsets[1:], stored["image_sizes"])]

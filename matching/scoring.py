@@ -1,0 +1,70 @@
+"""Scores of (query, candidate) pairs: background normalisation, stretching, direction, calibration.
+
+Notation, for one query q and a candidate reference r:
+  g        global similarity: max over the query's views (whole image, regions) of <q_view, r>;
+  b(q)     background level: mean similarity of q to its k nearest background images;
+  n        normalised similarity (SSCD's score normalisation): n = g - beta * b(q);
+  s        stretched similarity: s = (g - b(q)) / (1 - b(q)), so the background level maps to 0 and
+           an identical descriptor to 1 whatever the query (flat, textured, busy images alike);
+  cov_q    share of the query's area inside the region matched to r (local verification);
+  cov_r    share of the reference's area inside the region matched in q.
+Direction: "q is a copy of r" is supported by how much of q the reference explains (cov_q: crops,
+recolourings, overlays) and by how much of r is present in q (cov_r: pastes, screenshots, memes),
+with different learned weights; the reverse direction, "r is a copy of q", is the same calibrated
+function with the two coverages swapped, so the two directions score differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def background_level(similarities: np.ndarray, k: int) -> np.ndarray:
+    """(Q, K) similarities of each query to its nearest background images, best first -> (Q,) mean of top k."""
+    if similarities.shape[1] == 0:
+        return np.zeros(similarities.shape[0], np.float32)
+    return similarities[:, :k].mean(axis=1).astype(np.float32)
+
+
+def normalise(scores: np.ndarray, level: np.ndarray, beta: float = 1.0) -> np.ndarray:
+    """(Q, C) scores, (Q,) background level -> scores - beta * level (SSCD score normalisation)."""
+    return scores - beta * level[:, None]
+
+
+def stretch(scores: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """(Q, C) scores, (Q,) background level -> (scores - level) / (1 - level)."""
+    return (scores - level[:, None]) / np.maximum(1.0 - level[:, None], 1e-3)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Logistic map of pair features (P, F) to the probability that the query is a copy: (P,) in 0..1.
+
+    weights (F,), bias: fitted by `fit_logistic` on labelled pairs of a tuning benchmark.
+    """
+
+    weights: tuple[float, ...]
+    bias: float
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        z = np.asarray(features, np.float64) @ np.asarray(self.weights) + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, iters: int = 50) -> tuple[np.ndarray, float]:
+    """(N, F) features, (N,) 0/1 labels -> (weights (F,), bias) by Newton's method (IRLS) with L2."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    reg = l2 * np.eye(xb.shape[1])
+    reg[-1, -1] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(xb @ w)))
+        grad = xb.T @ (p - y) + reg @ w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + reg
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1], float(w[-1])

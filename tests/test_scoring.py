@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from matching.scoring import Calibration, background_level, fit_logistic, normalise, stretch
+
+
+def test_background_level_normalise_and_stretch():
+    sims = np.array([[0.5, 0.3, 0.1], [0.2, 0.2, 0.2]], np.float32)
+    level = background_level(sims, k=2)
+    np.testing.assert_allclose(level, [0.4, 0.2])
+    scores = np.array([[0.9, 0.4], [0.6, 0.2]])
+    np.testing.assert_allclose(normalise(scores, level, beta=0.5), [[0.7, 0.2], [0.5, 0.1]])
+    stretched = stretch(scores, level)
+    np.testing.assert_allclose(stretched[:, 1], [0.0, 0.0], atol=1e-7)  # background level -> 0
+    np.testing.assert_allclose(stretch(np.ones((2, 1)), level)[:, 0], [1.0, 1.0])  # identical -> 1
+    assert background_level(np.zeros((3, 0)), k=5).shape == (3,)
+
+
+def test_calibration_is_a_probability_and_monotone_in_positive_weights():
+    cal = Calibration((2.0, 1.0), -1.0)
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 5.0], [100.0, 100.0]])
+    p = cal(x)
+    assert np.all((p >= 0) & (p <= 1)) and np.all(np.diff(p) > 0)
+    assert p[-1] == pytest.approx(1.0)
+
+
+def test_fit_logistic_separates_labelled_pairs():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 0] - 0.5 * x[:, 2] + 0.1 * rng.normal(size=400) > 0).astype(float)
+    w, b = fit_logistic(x, y, l2=1e-2)
+    assert w[0] > 0 and w[2] < 0 and abs(w[1]) < 0.3 * w[0]
+    accuracy = ((Calibration(tuple(w), b)(x) > 0.5) == (y > 0)).mean()
+    assert accuracy > 0.95

@@ -1,8 +1,8 @@
-"""The embedding pipeline: (id, path) rows -> Ray Data decode stage -> embed actor pool -> batches.
+"""The embedding pipeline: (id, path) rows -> Ray Data prepare stage -> embed actor pool -> batches.
 
-Decode and embed are two `map_batches` stages with equal resources, which Ray Data fuses into one
-actor stage: decoded pixels never cross the object store, and each actor keeps one core busy from
-JPEG bytes to descriptor. On this kind of machine that beats one process running the model on every
+Prepare (decode, resize, regions, local features) and embed are two `map_batches` stages with equal
+resources, which Ray Data fuses into one actor stage: decoded pixels never cross the object store,
+and each actor keeps one core busy from JPEG bytes to descriptor. On this kind of machine that beats one process running the model on every
 core (see benchmarks/throughput.py).
 """
 
@@ -14,10 +14,8 @@ from typing import Iterator
 
 import ray
 
-from descriptors import PreprocessCfg
-from pipeline.decode import DEFAULT_MAX_PIXELS
 from pipeline.model_spec import ModelSpec
-from pipeline.stages import EmbedActor, decode_batch
+from pipeline.stages import EmbedActor, PrepareOptions, prepare_batch
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,6 @@ class EmbedSettings:
     num_actors: int | None = None
     threads_per_actor: int | None = None
     batch_size: int = 16
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def actors(self) -> int:
         if self.num_actors:
@@ -45,8 +42,10 @@ class EmbedSettings:
         return self.threads_per_actor or max(1, (os.cpu_count() or 1) // actors)
 
 
-def embed_rows(rows: list[dict], spec: ModelSpec, cfg: PreprocessCfg, settings: EmbedSettings) -> Iterator[dict]:
-    """rows of {"id", "path", ...} -> batches {"id", "path", ..., "embedding" (B, D), "error" (B,) str}.
+def embed_rows(rows: list[dict], spec: ModelSpec, prepare: PrepareOptions,
+               settings: EmbedSettings) -> Iterator[dict]:
+    """rows of {"id", "path", ...} -> batches of view rows (see `stages.prepare_batch`) with
+    "embedding" (B, D) float32 and "error" (B,) str.
 
     Needs a running Ray (see `ray_runtime.ray_session`). Batches arrive in no particular order.
     """
@@ -56,8 +55,8 @@ def embed_rows(rows: list[dict], spec: ModelSpec, cfg: PreprocessCfg, settings: 
     gpu = settings.device.startswith("cuda")
     n_blocks = min(len(rows), max(actors, min(len(rows) // settings.batch_size, 4096)))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
-    ds = ds.map_batches(decode_batch, batch_size=settings.batch_size, batch_format="numpy",
-                        fn_kwargs={"cfg": cfg.to_dict(), "max_pixels": settings.max_pixels}, num_cpus=1)
+    ds = ds.map_batches(prepare_batch, batch_size=settings.batch_size, batch_format="numpy",
+                        fn_kwargs={"options": prepare.to_dict()}, num_cpus=1)
     ds = ds.map_batches(
         EmbedActor,
         batch_size=settings.batch_size,

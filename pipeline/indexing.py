@@ -1,7 +1,7 @@
 """`index`: a folder of reference images -> descriptor shards -> a saved FAISS index.
 
 INDEX_DIR/
-  shards/shard-NNNNNN.npz   resumable descriptor shards (see pipeline.shards)
+  shards/shard-NNNNNN.npz   resumable shards of descriptors and local features (see pipeline.shards)
   index.faiss, ids.txt      the FAISS index and its row -> image id list
   manifest.json             model, preprocessing, index type, counts, versions (written last)
   failures.csv              path,reason for every file that could not be indexed
@@ -28,6 +28,16 @@ from pipeline.files import list_images, relative_path
 from pipeline.model_spec import ModelSpec
 from pipeline.ray_runtime import ray_session
 from pipeline.shards import PlannedShard, Shard, ShardStore, plan_shards
+from pipeline.stages import PrepareOptions, row_local_features
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    """Local features stored with each reference, for verification at match time."""
+
+    method: str = "rootsift"
+    max_side: int = 512
+    max_keypoints: int = 1000
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ def index_folder(
     index_type: str = "flat",
     index_params: IndexParams | None = None,
     settings: EmbedSettings = EmbedSettings(),
+    local: LocalSpec | None = LocalSpec(),
     shard_size: int = 1000,
     ray_address: str | None = None,
     progress: bool = True,
@@ -55,19 +66,24 @@ def index_folder(
 ) -> IndexSummary:
     """Embed every image under `ref_dir` and save the index in `out_dir`. Re-running resumes.
 
+    local: local features to store for verification (None: global descriptors only).
     on_shard_written: called with each shard number once it is on disk (a crash hook for tests).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     listing = list_images(ref_dir)
     descriptor = spec.build(num_threads=1)
-    fingerprint = {"model": spec.to_dict(), "descriptor": descriptor.spec()}
+    fingerprint = {"model": spec.to_dict(), "descriptor": descriptor.spec(),
+                   "local": asdict(local) if local else None}
     store = ShardStore(out_dir / "shards", fingerprint)
     planned = plan_shards(listing.entries, shard_size)
     todo = [p for p in planned if not store.is_complete(p)]
     if todo:
+        prepare = PrepareOptions(descriptor.cfg.to_dict(), local_method=local.method if local else None,
+                                 local_max_side=local.max_side if local else 0,
+                                 local_max_keypoints=local.max_keypoints if local else 0)
         with ray_session(ray_address):
-            _compute_shards(todo, store, spec, descriptor.cfg, settings, progress, on_shard_written)
+            _compute_shards(todo, store, spec, prepare, settings, progress, on_shard_written)
 
     ids, vectors, failures = _collect(planned, store, descriptor.dim, ref_dir)
     failures += [Failure(relative_path(ref_dir, f.path), f.reason) for f in listing.failures]
@@ -82,22 +98,24 @@ def index_folder(
     return summary
 
 
-def _compute_shards(todo: list[PlannedShard], store: ShardStore, spec: ModelSpec, cfg, settings: EmbedSettings,
-                    progress: bool, on_shard_written: Callable[[int], None] | None) -> None:
+def _compute_shards(todo: list[PlannedShard], store: ShardStore, spec: ModelSpec, prepare: PrepareOptions,
+                    settings: EmbedSettings, progress: bool, on_shard_written: Callable[[int], None] | None) -> None:
     """Stream the pending shards' images through Ray; write each shard as soon as it is whole."""
     by_shard = {p.index: p for p in todo}
     rows = [{"id": i, "path": path, "shard": p.index} for p in todo for i, path in zip(p.ids, p.paths)]
-    pending: dict[int, dict[str, tuple[np.ndarray, str]]] = {k: {} for k in by_shard}
+    pending: dict[int, dict[str, tuple]] = {k: {} for k in by_shard}
     with tqdm(total=len(rows), desc="index", unit="img", disable=not progress) as bar:
-        for batch in embed_rows(rows, spec, cfg, settings):
-            for iid, shard, emb, err in zip(batch["id"], batch["shard"], batch["embedding"], batch["error"]):
-                pending[int(shard)][str(iid)] = (emb, str(err))
+        for batch in embed_rows(rows, spec, prepare, settings):
+            for i, (iid, shard) in enumerate(zip(batch["id"], batch["shard"])):
+                local = row_local_features(batch, i, prepare.local_method) if prepare.local_method else None
+                pending[int(shard)][str(iid)] = (batch["embedding"][i], str(batch["error"][i]), local)
             for k in {int(s) for s in batch["shard"]}:
                 plan = by_shard[k]
                 if len(pending[k]) == len(plan.ids):
-                    done = pending.pop(k)
-                    store.write(k, Shard(plan.ids, plan.stamps, np.stack([done[i][0] for i in plan.ids]),
-                                         [done[i][1] for i in plan.ids]))
+                    done = [pending[k][i] for i in plan.ids]
+                    del pending[k]
+                    store.write(k, Shard(plan.ids, plan.stamps, np.stack([d[0] for d in done]),
+                                         [d[1] for d in done], [d[2] for d in done] if prepare.local_method else []))
                     if on_shard_written:
                         on_shard_written(k)
             bar.update(len(batch["id"]))

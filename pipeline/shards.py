@@ -1,8 +1,9 @@
 """Descriptor shards: the resumable unit of an indexing job.
 
 The sorted image listing is cut into shards of `shard_size` images. Each finished shard is one
-`.npz` written atomically, holding its ids, file stamps (size, mtime), descriptors and failure
-reasons, plus the fingerprint of the model that made it. On a restart, a shard whose file loads and
+`.npz` written atomically, holding its ids, file stamps (size, mtime), descriptors, failure
+reasons and, when asked for, packed local features (keys `local_*`, read only when needed), plus
+the fingerprint of the model and settings that made it. On a restart, a shard whose file loads and
 whose ids, stamps and fingerprint equal the plan's is reused; any other is recomputed.
 """
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from matching.local_features import LocalFeatures, pack_many, unpack_many
 from pipeline.atomic import atomic_write
+
+_LOCAL = "local_"
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,14 @@ class PlannedShard:
 
 @dataclass(frozen=True)
 class Shard:
-    """ids (n,), embeddings (n, D) float32 with zero rows where errors[i] is not ""."""
+    """ids (n,), embeddings (n, D) float32 with zero rows where errors[i] is not "", and local
+    features of each image (empty ones for failures) or an empty list when none were asked for."""
 
     ids: list[str]
     stamps: list[str]
     embeddings: np.ndarray
     errors: list[str]
+    local: list[LocalFeatures] = field(default_factory=list)
 
 
 def file_stamp(path: str) -> str:
@@ -80,10 +86,20 @@ class ShardStore:
         return shard
 
     def write(self, index: int, shard: Shard) -> None:
+        local = {_LOCAL + k: v for k, v in pack_many(shard.local).items()} if shard.local else {}
         with atomic_write(self.path(index)) as f:
             np.savez(f, ids=np.asarray(shard.ids, dtype=str), stamps=np.asarray(shard.stamps, dtype=str),
                      embeddings=shard.embeddings.astype(np.float32),
-                     errors=np.asarray(shard.errors, dtype=str), fingerprint=np.asarray(self.fingerprint))
+                     errors=np.asarray(shard.errors, dtype=str), fingerprint=np.asarray(self.fingerprint),
+                     **local)
+
+    def read_local(self, index: int) -> tuple[list[str], list[LocalFeatures]]:
+        """(ids, local features) of a shard written with local features."""
+        with np.load(self.path(index), allow_pickle=False) as z:
+            if _LOCAL + "offsets" not in z.files:
+                raise ValueError(f"{self.path(index)} holds no local features")
+            return [str(s) for s in z["ids"]], unpack_many({k[len(_LOCAL):]: z[k] for k in z.files
+                                                            if k.startswith(_LOCAL)})
 
     def _read(self, index: int) -> Shard | None:
         """The shard if its file is whole and made by this fingerprint, else None (recompute it)."""

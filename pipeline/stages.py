@@ -1,35 +1,108 @@
-"""Ray Data stages: decode + resize (tasks), embed (an actor pool holding the model).
+"""Ray Data stages: prepare (decode, resize, regions, local features: CPU tasks) and embed (model actors).
 
-Batches are dicts of numpy arrays. A row that fails keeps flowing with its `error` set, so every
-failure reaches the driver as a record with a reason.
+Batches are dicts of numpy arrays. `prepare_batch` turns each image into one row per *view*: view 0
+is the whole image, views 1..R are sub-regions proposed for region search (queries only). A row that
+fails keeps flowing with `error` set, so every failure reaches the driver as a record with a reason.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from descriptors import PreprocessCfg, resize_image
-from pipeline.decode import DecodeError, decode_image
+from descriptors.regions import propose_regions
+from matching.local_features import LocalFeatures, extract_local_features
+from pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from pipeline.model_spec import ModelSpec
 
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)
+_NO_BOX = np.zeros(4, np.int32)
 
 
-def decode_batch(batch: dict, cfg: dict, max_pixels: int) -> dict:
-    """{"id", "path"} -> adds "image" (object array of (h, w, 3) uint8, resized) and "error" (str)."""
-    pre = PreprocessCfg.from_dict(cfg)
-    images, errors = [], []
-    for path in batch["path"]:
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What the prepare stage makes of each image.
+
+    preprocess: the model's PreprocessCfg as a dict. regions: most sub-regions per image (0: none).
+    local_method: local features to extract from the whole image (None: none), with
+    local_max_side / local_max_keypoints.
+    """
+
+    preprocess: dict
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    regions: int = 0
+    local_method: str | None = None
+    local_max_side: int = 512
+    local_max_keypoints: int = 1000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prepare_batch(batch: dict, options: dict) -> dict:
+    """{"id", "path", ...} -> one row per view: adds "view" (int32), "box" (4,) int32 (x0, y0, x1, y1 of
+    the view in the decoded image), "image" (object: (h, w, 3) uint8 resized for the model), "error"
+    (str), and with local features "lf_keypoints" (object: (N, 2) float32), "lf_descriptors" (object:
+    (N, D) uint8), "lf_size" (2,) int32 (h, w) on view 0 rows (empty on region rows).
+    """
+    opts = PrepareOptions(**options)
+    cfg = PreprocessCfg.from_dict(opts.preprocess)
+    passthrough = [k for k in batch if k not in ("image", "error")]
+    out: dict[str, list] = {k: [] for k in passthrough + ["view", "box", "image", "error"]}
+    if opts.local_method:
+        out.update(lf_keypoints=[], lf_descriptors=[], lf_size=[])
+    for i, path in enumerate(batch["path"]):
         try:
-            images.append(resize_image(pre, decode_image(path, max_pixels=max_pixels, min_side=pre.size)))
-            errors.append("")
+            # Regions are cut from the image as decoded: keep JPEGs at full size when regions are wanted.
+            image = decode_image(path, max_pixels=opts.max_pixels, min_side=None if opts.regions else cfg.size)
+            boxes = propose_regions(image, max_regions=opts.regions) if opts.regions else np.zeros((0, 4), np.int32)
+            views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), image)]
+            views += [(box, image[box[1]:box[3], box[0]:box[2]]) for box in boxes]
+            views = [(box, resize_image(cfg, np.ascontiguousarray(crop))) for box, crop in views]
+            local = extract_local_features(image, opts.local_method, max_keypoints=opts.local_max_keypoints,
+                                           max_side=opts.local_max_side) if opts.local_method else None
+            error = ""
         except DecodeError as e:
-            images.append(_PLACEHOLDER)
-            errors.append(e.reason)
-    out = {k: batch[k] for k in batch if k not in ("image", "error")}
-    out["image"] = _object_array(images)
-    out["error"] = np.asarray(errors, dtype=object)
-    return out
+            views, local, error = [(_NO_BOX, _PLACEHOLDER)], None, e.reason
+        for v, (box, pixels) in enumerate(views):
+            for k in passthrough:
+                out[k].append(batch[k][i])
+            out["view"].append(v)
+            out["box"].append(box)
+            out["image"].append(pixels)
+            out["error"].append(error)
+            if opts.local_method:
+                _append_local(out, local if v == 0 else None)
+    return {k: _column(k, v) for k, v in out.items()}
+
+
+def _append_local(out: dict, local) -> None:
+    if local is None:
+        out["lf_keypoints"].append(np.zeros((0, 2), np.float32))
+        out["lf_descriptors"].append(np.zeros((0, 0), np.uint8))
+        out["lf_size"].append(np.zeros(2, np.int32))
+    else:
+        out["lf_keypoints"].append(local.keypoints)
+        out["lf_descriptors"].append(local.descriptors)
+        out["lf_size"].append(np.asarray(local.image_size, np.int32))
+
+
+def _column(name: str, values: list) -> np.ndarray:
+    if name in ("image", "lf_keypoints", "lf_descriptors", "error"):
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+        return arr
+    return np.stack(values) if name in ("box", "lf_size") else np.asarray(values)
+
+
+def row_local_features(batch: dict, i: int, method: str) -> LocalFeatures:
+    """LocalFeatures of row i of a prepared batch (typed empty for failed rows and region views)."""
+    if batch["error"][i] or batch["view"][i]:
+        return LocalFeatures.empty(method, (0, 0))
+    size = tuple(int(v) for v in batch["lf_size"][i])
+    return LocalFeatures(batch["lf_keypoints"][i], batch["lf_descriptors"][i], size, method)
 
 
 class EmbedActor:
@@ -46,9 +119,3 @@ class EmbedActor:
         out = {k: v for k, v in batch.items() if k != "image"}
         out["embedding"] = emb
         return out
-
-
-def _object_array(items: list) -> np.ndarray:
-    arr = np.empty(len(items), dtype=object)
-    arr[:] = items
-    return arr

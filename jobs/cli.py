@@ -9,8 +9,10 @@ from dataclasses import asdict
 
 from jobs.device import resolve_device
 from matching.index import INDEX_TYPES, IndexParams
+from matching.local_features import LOCAL_METHODS
 from pipeline.embedding import EmbedSettings
 from pipeline.model_spec import ModelSpec
+from pipeline.reranking import RERANK_MODES, RerankOptions
 
 # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError, ImportError)
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="local weights file (or 'imagenet' for packaged timm weights)")
     p.add_argument("--image-size", type=int, default=None, help="short side the model sees (default: model's)")
     p.add_argument("--index-type", default="flat", choices=INDEX_TYPES)
+    p.add_argument("--local-features", default="rootsift", choices=(*LOCAL_METHODS, "none"),
+                   help="local features stored for verification at match time (default rootsift)")
     p.add_argument("--shard-size", type=int, default=1000, help="images per resumable shard")
     _embed_args(p)
 
@@ -49,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, help="index folder made by `copyscope index`")
     p.add_argument("--out", required=True, help="matches CSV: query_id,reference_id,score")
     p.add_argument("--k", type=int, default=10, help="candidates per query")
+    p.add_argument("--rerank", default="full", choices=RERANK_MODES,
+                   help="none: global scores; verify: + local verification; full: + region search (default)")
+    p.add_argument("--background", default=None, help="index of background images for score normalisation")
+    p.add_argument("--explain", default=None, help="write every match's evidence as JSON lines here")
     _embed_args(p)
 
     p = sub.add_parser("evaluate", help="DISC2021 metrics of a matches CSV, with a PR curve and an HTML report")
@@ -59,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", default=None, help="query images (default: queries/ beside GT_CSV)")
     p.add_argument("--references", default=None, help="reference images (default: references/ beside GT_CSV)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("show", help="draw a query and a reference side by side with their verified matches")
+    p.add_argument("query")
+    p.add_argument("reference")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--local-features", default="rootsift", choices=LOCAL_METHODS)
 
     bench = sub.add_parser("benchmark", help="build DISC2021-style benchmarks")
     bench_sub = bench.add_subparsers(dest="benchmark_command", required=True)
@@ -73,12 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_index(args) -> dict:
-    from pipeline.indexing import index_folder
+    from pipeline.indexing import LocalSpec, index_folder
 
     device = resolve_device(args.device)
     options = {"image_size": args.image_size} if args.image_size else {}
     summary = index_folder(args.ref_dir, args.out, ModelSpec(args.model, args.weights, options),
                            index_type=args.index_type, index_params=IndexParams(), settings=_settings(args, device),
+                           local=None if args.local_features == "none" else LocalSpec(args.local_features),
                            shard_size=args.shard_size, ray_address=args.ray_address, progress=not args.quiet)
     return asdict(summary)
 
@@ -87,7 +102,8 @@ def run_match(args) -> dict:
     from pipeline.querying import match_folder
 
     device = resolve_device(args.device)
-    summary = match_folder(args.query_dir, args.index, args.out, k=args.k, settings=_settings(args, device),
+    summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(mode=args.rerank),
+                           background_dir=args.background, explain_path=args.explain, settings=_settings(args, device),
                            use_gpu=device.startswith("cuda") and gpu_search_available(),
                            ray_address=args.ray_address, progress=not args.quiet)
     return asdict(summary)
@@ -110,13 +126,23 @@ def run_benchmark_make(args) -> dict:
     return asdict(summary)
 
 
+def run_show(args) -> dict:
+    from pipeline.pair_drawing import show_pair
+
+    v = show_pair(args.query, args.reference, args.out, method=args.local_features)
+    return {"out": args.out, "inliers": v.inliers, "matches": v.matches, "inlier_ratio": round(v.inlier_ratio, 4),
+            "query_coverage": round(v.query_coverage, 4), "reference_coverage": round(v.reference_coverage, 4),
+            "mirrored": v.mirrored, "reason": v.reason}
+
+
 def gpu_search_available() -> bool:
     from matching.index import gpu_available
 
     return gpu_available()
 
 
-COMMANDS = {"index": run_index, "match": run_match, "evaluate": run_evaluate, "benchmark": run_benchmark_make}
+COMMANDS = {"index": run_index, "match": run_match, "evaluate": run_evaluate, "benchmark": run_benchmark_make,
+            "show": run_show}
 
 
 def main(argv: list[str] | None = None) -> int:

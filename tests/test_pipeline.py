@@ -16,6 +16,7 @@ from pipeline.embedding import EmbedSettings
 from pipeline.indexing import index_folder
 from pipeline.model_spec import ModelSpec
 from pipeline.querying import match_folder
+from pipeline.reranking import RerankOptions
 from tests.badfiles import make_bad_corpus
 from tests.photo_edits import make_copy_set
 
@@ -61,7 +62,7 @@ def test_bad_files_are_reported_and_everything_else_indexed(tmp_path, ray_local)
     assert index.manifest["descriptor"]["preprocess"]["size"] == 288
 
     summary = match_folder(tmp_path / "ref", tmp_path / "idx", tmp_path / "m.csv", k=1, settings=SETTINGS,
-                           progress=False)
+                           rerank=RerankOptions(mode="none"), progress=False)
     assert (summary.matched, summary.failed) == (len(good), len(bad))
     rows = read_csv(tmp_path / "m.csv")
     assert {r["query_id"]: r["reference_id"] for r in rows} == {g: g for g in good}

@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from matching.index import SearchIndex
+from pipeline.embedding import EmbedSettings
+from pipeline.formats import read_matches
+from pipeline.indexing import index_folder
+from pipeline.model_spec import ModelSpec
+from pipeline.querying import match_folder
+from pipeline.reranking import QueryViews, RerankOptions, gather_candidates, top_per_query
+
+SETTINGS = EmbedSettings(num_actors=1, threads_per_actor=1, batch_size=4)
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_gather_candidates_equals_brute_force_max_over_views():
+    rng = np.random.default_rng(0)
+    refs = unit(rng.normal(size=(50, 16)))
+    index = SearchIndex.build(refs, [f"r{i}" for i in range(50)])
+    view_query = np.array([0, 0, 0, 1, 2, 2])
+    vectors = unit(rng.normal(size=(6, 16)))
+    views = QueryViews(["a", "b", "c"], view_query, np.zeros((6, 4), np.int32), vectors, np.array([0, 3, 4]))
+    cands = gather_candidates(views, index, k=5)
+    sims = vectors @ refs.T
+    for q in range(3):
+        rows = np.flatnonzero(view_query == q)
+        top = {r for v in rows for r in np.argsort(-sims[v])[:5]}
+        got = {int(r): s for qq, r, s in zip(cands.query, cands.reference, cands.global_score) if qq == q}
+        assert set(got) == top
+        for r, s in got.items():
+            assert s == pytest.approx(max(sims[v, r] for v in rows if r in np.argsort(-sims[v])[:5]), abs=1e-5)
+        full = {int(r): s for qq, r, s in zip(cands.query, cands.reference, cands.full_score) if qq == q}
+        for r, s in full.items():
+            expected = sims[views.full[q], r] if r in np.argsort(-sims[views.full[q]])[:5] else -np.inf
+            assert s == pytest.approx(expected, abs=1e-5)
+
+
+def test_top_per_query_keeps_the_n_best_of_each_query():
+    query = np.array([1, 0, 1, 0, 1, 2])
+    score = np.array([0.1, 0.9, 0.7, 0.3, 0.5, 0.2])
+    kept = sorted(top_per_query(query, score, 2).tolist())
+    assert kept == [1, 2, 3, 4, 5]
+
+
+def paste(small: np.ndarray, host: np.ndarray, scale: float, x: int, y: int) -> np.ndarray:
+    h, w = int(small.shape[0] * scale), int(small.shape[1] * scale)
+    out = host.copy()
+    out[y:y + h, x:x + w] = np.asarray(Image.fromarray(small).resize((w, h), Image.BILINEAR))
+    return out
+
+
+@pytest.fixture(scope="module")
+def paste_set(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("paste")
+    (root / "refs").mkdir(), (root / "queries").mkdir()
+    for name in ("astronaut", "chelsea", "rocket", "coffee"):
+        Image.fromarray(getattr(data, name)()).save(root / "refs" / f"{name}.jpg", quality=90)
+    host = np.asarray(Image.fromarray(data.immunohistochemistry()).resize((640, 640)))
+    Image.fromarray(paste(data.chelsea(), host, 0.55, 300, 330)).save(root / "queries" / "chelsea_pasted.jpg")
+    Image.fromarray(np.ascontiguousarray(data.astronaut()[60:400, 100:450])).save(root / "queries" / "crop.jpg")
+    Image.fromarray(data.camera()).save(root / "queries" / "unrelated.png")
+    index_folder(root / "refs", root / "idx", ModelSpec("sscd"), settings=SETTINGS, progress=False)
+    return root
+
+
+def test_full_rerank_finds_a_pasted_copy_and_explains_it(paste_set):
+    root = paste_set
+    summary = match_folder(root / "queries", root / "idx", root / "m.csv", k=3, settings=SETTINGS,
+                           explain_path=root / "explain.jsonl", progress=False)
+    assert summary.verified_pairs > 0
+    m = read_matches(root / "m.csv")
+    best = {}
+    for q, r, s in m:
+        best.setdefault(q, (r, s))
+    assert best["chelsea_pasted"][0] == "chelsea" and best["crop"][0] == "astronaut"
+    assert best["chelsea_pasted"][1] > 0.5 and best["crop"][1] > 0.5 and best["unrelated"][1] < 0.5
+    assert all(0.0 <= s <= 1.0 for _, _, s in m)
+    rows = [json.loads(line) for line in open(root / "explain.jsonl")]
+    assert len(rows) == len(m)
+    pasted = next(r for r in rows if r["query_id"] == "chelsea_pasted" and r["reference_id"] == "chelsea")
+    assert pasted["inliers"] >= 10 and pasted["reference_coverage"] > pasted["query_coverage"]
+    assert pasted["score"] != pasted["reverse_score"]
+    x0, y0, x1, y1 = pasted["query_box"]
+    assert x0 >= 280 and y0 >= 310  # the matched region lies in the pasted area
+
+
+def test_rerank_none_gives_raw_global_scores(paste_set):
+    root = paste_set
+    match_folder(root / "queries", root / "idx", root / "none.csv", k=2, rerank=RerankOptions(mode="none"),
+                 settings=SETTINGS, progress=False)
+    m = read_matches(root / "none.csv")
+    assert len(m) == 6 and np.all(m.scores <= 1.0001)
+
+
+def test_verify_needs_local_features_in_the_index(tmp_path, paste_set):
+    index_folder(paste_set / "refs", tmp_path / "idx", ModelSpec("sscd_distilled"), settings=SETTINGS,
+                 local=None, progress=False)
+    with pytest.raises(ValueError, match="no local features"):
+        match_folder(paste_set / "queries", tmp_path / "idx", tmp_path / "m.csv", settings=SETTINGS,
+                     rerank=RerankOptions(mode="verify"), progress=False)
+
+
+def test_background_index_must_use_the_same_model(tmp_path, paste_set):
+    index_folder(paste_set / "refs", tmp_path / "bg", ModelSpec("sscd_distilled"), settings=SETTINGS,
+                 local=None, progress=False)
+    with pytest.raises(ValueError, match="another model"):
+        match_folder(paste_set / "queries", paste_set / "idx", tmp_path / "m.csv", settings=SETTINGS,
+                     background_dir=tmp_path / "bg", progress=False)
+
+
+def test_show_draws_the_pair(tmp_path, paste_set):
+    from jobs.cli import main
+
+    out = tmp_path / "pair.png"
+    assert main(["show", str(paste_set / "queries" / "chelsea_pasted.jpg"), str(paste_set / "refs" / "chelsea.jpg"),
+                 "--out", str(out)]) == 0
+    drawn = np.asarray(Image.open(out))
+    assert drawn.ndim == 3 and drawn.shape[1] > drawn.shape[0]

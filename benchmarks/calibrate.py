@@ -1,12 +1,12 @@
 """Fit the re-ranking calibration and measure what each feature adds, from `match --explain` output.
 
     copyscope match QUERIES --index IDX --background BG --explain explain.jsonl --out m.csv
-    .venv/bin/python benchmarks/calibrate.py explain.jsonl:ground_truth.csv [more pairs ...]
+    .venv/bin/python benchmarks/calibrate.py explain.jsonl:ground_truth.csv [more ...] [--holdout e.jsonl:gt.csv]
 
-Fits one logistic calibration on the labelled candidate pairs of every set given (print them in
-FEATURES order for pipeline.reranking.DEFAULT_CALIBRATION), then prints micro-AP, recall at
-precision 0.9 and recall@1 of several scorings of each set's pairs. Fit on tuning benchmarks;
-report on a benchmark built from other photos.
+Fits one logistic calibration on the labelled candidate pairs of every tuning set given (printed in
+FEATURES order for pipeline.reranking.DEFAULT_CALIBRATION), and the same fit without each feature,
+then prints micro-AP, recall at precision 0.9 and recall@1 of several scorings of each set's pairs,
+held-out sets (not fitted on) included.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ def report(name: str, rows, gt, score) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", nargs="+", help="explain.jsonl:ground_truth.csv")
-    parser.add_argument("--l2", type=float, default=1.0, help="L2 penalty of the logistic fit")
+    parser.add_argument("--holdout", nargs="*", default=[], help="explain.jsonl:ground_truth.csv, evaluated only")
+    parser.add_argument("--l2", type=float, default=0.01, help="L2 penalty of the logistic fit")
     args = parser.parse_args()
     sets = [load_set(s) for s in args.sets]
+    held = [load_set(s) for s in args.holdout]
     x = np.concatenate([s[2] for s in sets])
     y = np.concatenate([s[3] for s in sets])
     weights, bias = fit_logistic(x, y, l2=args.l2)
@@ -52,7 +54,7 @@ def main() -> None:
     print("  Calibration(weights=(" + ", ".join(f"{w:.3f}" for w in weights) + f"), bias={bias:.3f})")
     ablations = {f"without {f}": [i for i, g in enumerate(FEATURES) if g != f] for f in FEATURES}
     fits = {name: fit_logistic(x[:, keep], y, l2=args.l2) for name, keep in ablations.items()}
-    for spec, (rows, gt, xs, _) in zip(args.sets, sets):
+    for spec, (rows, gt, xs, _) in zip(args.sets + args.holdout, sets + held):
         print(spec)
         full = np.array([-1.0 if r["full_image_score"] is None else r["full_image_score"] for r in rows])
         report("global descriptor (whole image)", rows, gt, full)

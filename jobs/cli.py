@@ -10,9 +10,10 @@ from dataclasses import asdict
 from jobs.device import resolve_device
 from matching.index import INDEX_TYPES, IndexParams
 from matching.local_features import LOCAL_METHODS
+from pipeline.dedup import ACTIONS, DEFAULT_THRESHOLD, KEEP_RULES
 from pipeline.embedding import EmbedSettings
 from pipeline.model_spec import ModelSpec
-from pipeline.reranking import RERANK_MODES, RerankOptions
+from pipeline.reranking import RERANK_MODES, SCORE_NORMS, RerankOptions
 
 # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError, ImportError)
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", default="full", choices=RERANK_MODES,
                    help="none: global scores; verify: + local verification; full: + region search (default)")
     p.add_argument("--background", default=None, help="index of background images for score normalisation")
+    p.add_argument("--score-norm", default="stretch", choices=SCORE_NORMS,
+                   help="with --background: stretch (default) or subtract (SSCD: score - beta * background level)")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the background level with subtract")
+    p.add_argument("--regions", type=int, default=12, help="sub-regions searched per query with --rerank full")
+    p.add_argument("--verify-top", type=int, default=10, help="candidates verified per query")
     p.add_argument("--explain", default=None, help="write every match's evidence as JSON lines here")
     _embed_args(p)
 
@@ -73,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reference")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--local-features", default="rootsift", choices=LOCAL_METHODS)
+
+    p = sub.add_parser("dedup", help="find exact and near duplicates in a folder, group them, act on the copies")
+    p.add_argument("folder")
+    p.add_argument("--out", required=True, help="folder for groups.json, pairs.csv, plan.csv, report.html, index/")
+    p.add_argument("--model", default=None, help="default sscd (with --index: the index's model)")
+    p.add_argument("--weights", default=None, help="local weights file of the model")
+    p.add_argument("--index", default=None, help="also dedup against this reference index (references are kept)")
+    p.add_argument("--keep", default="largest", choices=KEEP_RULES, help="which file of a group is kept")
+    p.add_argument("--action", default="report", choices=ACTIONS, help="report (default) touches nothing")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="least copy probability of a link")
+    p.add_argument("--k", type=int, default=16, help="neighbours searched per image")
+    p.add_argument("--move-to", default=None, help="where --action move puts copies (default OUT/moved)")
+    p.add_argument("--yes", action="store_true", help="confirm --action delete")
+    p.add_argument("--local-features", default="rootsift", choices=LOCAL_METHODS)
+    p.add_argument("--shard-size", type=int, default=1000, help="images per resumable shard")
+    _embed_args(p)
 
     bench = sub.add_parser("benchmark", help="build DISC2021-style benchmarks")
     bench_sub = bench.add_subparsers(dest="benchmark_command", required=True)
@@ -102,10 +124,26 @@ def run_match(args) -> dict:
     from pipeline.querying import match_folder
 
     device = resolve_device(args.device)
-    summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(mode=args.rerank),
+    summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(
+                               mode=args.rerank, regions=args.regions, verify_top=args.verify_top,
+                               score_norm=args.score_norm, beta=args.beta),
                            background_dir=args.background, explain_path=args.explain, settings=_settings(args, device),
                            use_gpu=device.startswith("cuda") and gpu_search_available(),
                            ray_address=args.ray_address, progress=not args.quiet)
+    return asdict(summary)
+
+
+def run_dedup(args) -> dict:
+    from pipeline.dedup import DedupOptions, dedup_folder
+    from pipeline.indexing import LocalSpec
+
+    device = resolve_device(args.device)
+    spec = ModelSpec(args.model, args.weights) if args.model else None
+    options = DedupOptions(keep=args.keep, action=args.action, threshold=args.threshold, k=args.k,
+                           move_to=args.move_to, yes=args.yes)
+    summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index,
+                           settings=_settings(args, device), local=LocalSpec(args.local_features),
+                           shard_size=args.shard_size, ray_address=args.ray_address, progress=not args.quiet)
     return asdict(summary)
 
 
@@ -142,7 +180,7 @@ def gpu_search_available() -> bool:
 
 
 COMMANDS = {"index": run_index, "match": run_match, "evaluate": run_evaluate, "benchmark": run_benchmark_make,
-            "show": run_show}
+            "show": run_show, "dedup": run_dedup}
 
 
 def main(argv: list[str] | None = None) -> int:

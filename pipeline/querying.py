@@ -112,8 +112,8 @@ def match_folder(
 ) -> MatchSummary:
     """Write `query_id,reference_id,score` (at most k rows a query, best first) and OUT.failures.csv.
 
-    Scores: with rerank "none", the global inner product (stretched against the background level
-    when a background index is given); otherwise the calibrated probability that the query is a
+    Scores: with rerank "none", the global inner product (normalised against the background level
+    when a background index is given, see RerankOptions.score_norm); otherwise the calibrated probability that the query is a
     copy of the reference (pipeline.reranking). explain_path: JSON lines with every row's evidence.
     """
     if k < 1:
@@ -145,7 +145,7 @@ def match_folder(
                                       str(index_dir), fingerprint, rerank, progress)
             for p in chosen:
                 evidence[p] = found[(views.ids[cands.query[p]], index.ids[cands.reference[p]])]
-    features = pair_features(cands, level, evidence)
+    features = pair_features(cands, level, evidence, rerank)
     if rerank.mode == "none":
         score, reverse = features["region"] if background else cands.global_score, None
     else:

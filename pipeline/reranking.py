@@ -14,10 +14,11 @@ import ray
 from tqdm import tqdm
 
 from matching.index import SearchIndex
-from matching.scoring import Calibration, background_level, stretch
+from matching.scoring import Calibration, background_level, normalise, stretch
 from pipeline.verify_stage import EVIDENCE_COLUMNS, VerifyActor
 
 RERANK_MODES = ("none", "verify", "full")
+SCORE_NORMS = ("stretch", "subtract")
 FEATURES = ("global", "region", "log_inliers", "inlier_ratio", "query_coverage", "reference_coverage")
 # Fitted by benchmarks/calibrate.py (--l2 0.01) on the candidate pairs of two tuning benchmarks built
 # from one half of ../shared/photos (seeds 11 and 12); the README reports it on the other half.
@@ -30,18 +31,30 @@ class RerankOptions:
 
     regions: sub-regions searched per query in full mode. verify_top: candidates verified per query.
     background_k: nearest background images averaged into the background level.
+    score_norm: how global scores are normalised by that level: "stretch" (the calibration is fitted
+    on stretched scores) or "subtract" (SSCD's score normalisation, with `beta`).
     """
 
     mode: str = "full"
     regions: int = 12
     verify_top: int = 10
     background_k: int = 10
+    score_norm: str = "stretch"
+    beta: float = 1.0
     geometry: str = "homography"
     calibration: Calibration = field(default=DEFAULT_CALIBRATION)
 
     def __post_init__(self):
         if self.mode not in RERANK_MODES:
             raise ValueError(f"unknown rerank mode {self.mode!r}; known: {', '.join(RERANK_MODES)}")
+        if self.score_norm not in SCORE_NORMS:
+            raise ValueError(f"unknown score normalisation {self.score_norm!r}; known: {', '.join(SCORE_NORMS)}")
+
+    def normalised(self, scores: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """(P,) scores, (P,) background level of each pair's query -> normalised (P,) scores."""
+        if self.score_norm == "subtract":
+            return normalise(scores[:, None], level, self.beta)[:, 0]
+        return stretch(scores[:, None], level)[:, 0]
 
 
 @dataclass(frozen=True)
@@ -122,14 +135,15 @@ def verify_candidates(pairs_query: list[str], pairs_reference: list[str], local:
     return evidence
 
 
-def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict]) -> dict[str, np.ndarray]:
+def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict],
+                  opts: RerankOptions) -> dict[str, np.ndarray]:
     """Named (P,) features (FEATURES) of candidate pairs, for calibration and --explain."""
     lvl = level[cands.query].astype(np.float64)
     full = np.where(np.isfinite(cands.full_score), cands.full_score, lvl)
     get = lambda key: np.array([e.get(key, 0) for e in evidence], np.float64)  # noqa: E731
     return {
-        "global": stretch(full[:, None], lvl)[:, 0],
-        "region": stretch(cands.global_score[:, None].astype(np.float64), lvl)[:, 0],
+        "global": opts.normalised(full, lvl),
+        "region": opts.normalised(cands.global_score.astype(np.float64), lvl),
         "log_inliers": np.log1p(get("inliers")),
         "inlier_ratio": get("inlier_ratio"),
         "query_coverage": get("query_coverage"),

@@ -123,3 +123,13 @@ def test_show_draws_the_pair(tmp_path, paste_set):
                  "--out", str(out)]) == 0
     drawn = np.asarray(Image.open(out))
     assert drawn.ndim == 3 and drawn.shape[1] > drawn.shape[0]
+
+
+def test_rerank_options_validate_and_normalise():
+    with pytest.raises(ValueError, match="known: none, verify, full"):
+        RerankOptions(mode="best")
+    with pytest.raises(ValueError, match="known: stretch, subtract"):
+        RerankOptions(score_norm="zscore")
+    scores, level = np.array([0.6, 0.2]), np.array([0.2, 0.2])
+    np.testing.assert_allclose(RerankOptions(score_norm="subtract", beta=0.5).normalised(scores, level), [0.5, 0.1])
+    np.testing.assert_allclose(RerankOptions().normalised(scores, level), [0.5, 0.0])

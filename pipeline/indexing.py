@@ -63,25 +63,27 @@ def index_folder(
     ray_address: str | None = None,
     progress: bool = True,
     on_shard_written: Callable[[int], None] | None = None,
+    pixel_hash: bool = False,
 ) -> IndexSummary:
     """Embed every image under `ref_dir` and save the index in `out_dir`. Re-running resumes.
 
     local: local features to store for verification (None: global descriptors only).
     on_shard_written: called with each shard number once it is on disk (a crash hook for tests).
+    pixel_hash: also store a digest of each image's decoded pixels (`ShardStore.read_pixel_hashes`).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     listing = list_images(ref_dir)
     descriptor = spec.build(num_threads=1)
     fingerprint = {"model": spec.to_dict(), "descriptor": descriptor.spec(),
-                   "local": asdict(local) if local else None}
+                   "local": asdict(local) if local else None} | ({"pixel_hash": True} if pixel_hash else {})
     store = ShardStore(out_dir / "shards", fingerprint)
     planned = plan_shards(listing.entries, shard_size)
     todo = [p for p in planned if not store.is_complete(p)]
     if todo:
         prepare = PrepareOptions(descriptor.cfg.to_dict(), local_method=local.method if local else None,
                                  local_max_side=local.max_side if local else 0,
-                                 local_max_keypoints=local.max_keypoints if local else 0)
+                                 local_max_keypoints=local.max_keypoints if local else 0, pixel_hash=pixel_hash)
         with ray_session(ray_address):
             _compute_shards(todo, store, spec, prepare, settings, progress, on_shard_written)
 
@@ -108,14 +110,16 @@ def _compute_shards(todo: list[PlannedShard], store: ShardStore, spec: ModelSpec
         for batch in embed_rows(rows, spec, prepare, settings):
             for i, (iid, shard) in enumerate(zip(batch["id"], batch["shard"])):
                 local = row_local_features(batch, i, prepare.local_method) if prepare.local_method else None
-                pending[int(shard)][str(iid)] = (batch["embedding"][i], str(batch["error"][i]), local)
+                digest = str(batch["pixel_hash"][i]) if prepare.pixel_hash else ""
+                pending[int(shard)][str(iid)] = (batch["embedding"][i], str(batch["error"][i]), local, digest)
             for k in {int(s) for s in batch["shard"]}:
                 plan = by_shard[k]
                 if len(pending[k]) == len(plan.ids):
                     done = [pending[k][i] for i in plan.ids]
                     del pending[k]
                     store.write(k, Shard(plan.ids, plan.stamps, np.stack([d[0] for d in done]),
-                                         [d[1] for d in done], [d[2] for d in done] if prepare.local_method else []))
+                                         [d[1] for d in done], [d[2] for d in done] if prepare.local_method else [],
+                                         [d[3] for d in done] if prepare.pixel_hash else []))
                     if on_shard_written:
                         on_shard_written(k)
             bar.update(len(batch["id"]))

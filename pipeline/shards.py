@@ -2,7 +2,8 @@
 
 The sorted image listing is cut into shards of `shard_size` images. Each finished shard is one
 `.npz` written atomically, holding its ids, file stamps (size, mtime), descriptors, failure
-reasons and, when asked for, packed local features (keys `local_*`, read only when needed), plus
+reasons and, when asked for, packed local features (keys `local_*`, read only when needed) and
+digests of the decoded pixels (key `pixel_hash`), plus
 the fingerprint of the model and settings that made it. On a restart, a shard whose file loads and
 whose ids, stamps and fingerprint equal the plan's is reused; any other is recomputed.
 """
@@ -34,13 +35,15 @@ class PlannedShard:
 @dataclass(frozen=True)
 class Shard:
     """ids (n,), embeddings (n, D) float32 with zero rows where errors[i] is not "", and local
-    features of each image (empty ones for failures) or an empty list when none were asked for."""
+    features of each image (empty ones for failures) or an empty list when none were asked for;
+    pixel_hashes: `stages.pixel_digest` of each image ("" for failures) or an empty list."""
 
     ids: list[str]
     stamps: list[str]
     embeddings: np.ndarray
     errors: list[str]
     local: list[LocalFeatures] = field(default_factory=list)
+    pixel_hashes: list[str] = field(default_factory=list)
 
 
 def file_stamp(path: str) -> str:
@@ -86,12 +89,14 @@ class ShardStore:
         return shard
 
     def write(self, index: int, shard: Shard) -> None:
-        local = {_LOCAL + k: v for k, v in pack_many(shard.local).items()} if shard.local else {}
+        extra = {_LOCAL + k: v for k, v in pack_many(shard.local).items()} if shard.local else {}
+        if shard.pixel_hashes:
+            extra["pixel_hash"] = np.asarray(shard.pixel_hashes, dtype=str)
         with atomic_write(self.path(index)) as f:
             np.savez(f, ids=np.asarray(shard.ids, dtype=str), stamps=np.asarray(shard.stamps, dtype=str),
                      embeddings=shard.embeddings.astype(np.float32),
                      errors=np.asarray(shard.errors, dtype=str), fingerprint=np.asarray(self.fingerprint),
-                     **local)
+                     **extra)
 
     def read_local(self, index: int) -> tuple[list[str], list[LocalFeatures]]:
         """(ids, local features) of a shard written with local features."""
@@ -100,6 +105,13 @@ class ShardStore:
                 raise ValueError(f"{self.path(index)} holds no local features")
             return [str(s) for s in z["ids"]], unpack_many({k[len(_LOCAL):]: z[k] for k in z.files
                                                             if k.startswith(_LOCAL)})
+
+    def read_pixel_hashes(self, index: int) -> list[str]:
+        """Pixel digests of a shard written with them, one per id ("" for failures)."""
+        with np.load(self.path(index), allow_pickle=False) as z:
+            if "pixel_hash" not in z.files:
+                raise ValueError(f"{self.path(index)} holds no pixel hashes")
+            return [str(s) for s in z["pixel_hash"]]
 
     def _read(self, index: int) -> Shard | None:
         """The shard if its file is whole and made by this fingerprint, else None (recompute it)."""

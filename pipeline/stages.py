@@ -7,6 +7,7 @@ fails keeps flowing with `error` set, so every failure reaches the driver as a r
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,7 +28,8 @@ class PrepareOptions:
 
     preprocess: the model's PreprocessCfg as a dict. regions: most sub-regions per image (0: none).
     local_method: local features to extract from the whole image (None: none), with
-    local_max_side / local_max_keypoints.
+    local_max_side / local_max_keypoints. pixel_hash: also hash the decoded pixels at full size (exact
+    duplicate detection; JPEGs are then decoded at full size).
     """
 
     preprocess: dict
@@ -36,6 +38,7 @@ class PrepareOptions:
     local_method: str | None = None
     local_max_side: int = 512
     local_max_keypoints: int = 1000
+    pixel_hash: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +48,8 @@ def prepare_batch(batch: dict, options: dict) -> dict:
     """{"id", "path", ...} -> one row per view: adds "view" (int32), "box" (4,) int32 (x0, y0, x1, y1 of
     the view in the decoded image), "image" (object: (h, w, 3) uint8 resized for the model), "error"
     (str), and with local features "lf_keypoints" (object: (N, 2) float32), "lf_descriptors" (object:
-    (N, D) uint8), "lf_size" (2,) int32 (h, w) on view 0 rows (empty on region rows).
+    (N, D) uint8), "lf_size" (2,) int32 (h, w) on view 0 rows (empty on region rows), and with
+    pixel_hash "pixel_hash" (str, `pixel_digest` of the decoded image; "" for failures).
     """
     opts = PrepareOptions(**options)
     cfg = PreprocessCfg.from_dict(opts.preprocess)
@@ -53,10 +57,14 @@ def prepare_batch(batch: dict, options: dict) -> dict:
     out: dict[str, list] = {k: [] for k in passthrough + ["view", "box", "image", "error"]}
     if opts.local_method:
         out.update(lf_keypoints=[], lf_descriptors=[], lf_size=[])
+    if opts.pixel_hash:
+        out["pixel_hash"] = []
+    full_size = opts.regions or opts.pixel_hash
     for i, path in enumerate(batch["path"]):
         try:
             # Regions are cut from the image as decoded: keep JPEGs at full size when regions are wanted.
-            image = decode_image(path, max_pixels=opts.max_pixels, min_side=None if opts.regions else cfg.size)
+            image = decode_image(path, max_pixels=opts.max_pixels, min_side=None if full_size else cfg.size)
+            digest = pixel_digest(image) if opts.pixel_hash else ""
             boxes = propose_regions(image, max_regions=opts.regions) if opts.regions else np.zeros((0, 4), np.int32)
             views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), image)]
             views += [(box, image[box[1]:box[3], box[0]:box[2]]) for box in boxes]
@@ -65,7 +73,7 @@ def prepare_batch(batch: dict, options: dict) -> dict:
                                            max_side=opts.local_max_side) if opts.local_method else None
             error = ""
         except DecodeError as e:
-            views, local, error = [(_NO_BOX, _PLACEHOLDER)], None, e.reason
+            views, local, error, digest = [(_NO_BOX, _PLACEHOLDER)], None, e.reason, ""
         for v, (box, pixels) in enumerate(views):
             for k in passthrough:
                 out[k].append(batch[k][i])
@@ -75,7 +83,16 @@ def prepare_batch(batch: dict, options: dict) -> dict:
             out["error"].append(error)
             if opts.local_method:
                 _append_local(out, local if v == 0 else None)
+            if opts.pixel_hash:
+                out["pixel_hash"].append(digest)
     return {k: _column(k, v) for k, v in out.items()}
+
+
+def pixel_digest(image: np.ndarray) -> str:
+    """(H, W, 3) uint8 -> sha256 hex of its shape and RGB bytes: equal iff the pixels are identical."""
+    h = hashlib.sha256(np.asarray(image.shape, np.int64).tobytes())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
 
 
 def _append_local(out: dict, local) -> None:

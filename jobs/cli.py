@@ -10,7 +10,7 @@ from dataclasses import asdict
 from jobs.device import resolve_device
 from matching.index import INDEX_TYPES, IndexParams
 from matching.local_features import LOCAL_METHODS
-from pipeline.dedup import ACTIONS, DEFAULT_THRESHOLD, KEEP_RULES
+from pipeline.dedup import ACTIONS, DEFAULT_THRESHOLD, KEEP_RULES, MIN_INLIERS
 from pipeline.embedding import EmbedSettings
 from pipeline.model_spec import ModelSpec
 from pipeline.reranking import RERANK_MODES, SCORE_NORMS, RerankOptions
@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", default="largest", choices=KEEP_RULES, help="which file of a group is kept")
     p.add_argument("--action", default="report", choices=ACTIONS, help="report (default) touches nothing")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="least copy probability of a link")
+    p.add_argument("--min-inliers", type=int, default=MIN_INLIERS, help="least inliers of a link's geometric map")
     p.add_argument("--k", type=int, default=16, help="neighbours searched per image")
+    p.add_argument("--index-type", default="flat", choices=INDEX_TYPES, help="index of the kNN self-join")
     p.add_argument("--move-to", default=None, help="where --action move puts copies (default OUT/moved)")
     p.add_argument("--yes", action="store_true", help="confirm --action delete")
     p.add_argument("--local-features", default="rootsift", choices=LOCAL_METHODS)
@@ -139,8 +141,8 @@ def run_dedup(args) -> dict:
 
     device = resolve_device(args.device)
     spec = ModelSpec(args.model, args.weights) if args.model else None
-    options = DedupOptions(keep=args.keep, action=args.action, threshold=args.threshold, k=args.k,
-                           move_to=args.move_to, yes=args.yes)
+    options = DedupOptions(keep=args.keep, action=args.action, threshold=args.threshold, min_inliers=args.min_inliers,
+                           k=args.k, index_type=args.index_type, move_to=args.move_to, yes=args.yes)
     summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index,
                            settings=_settings(args, device), local=LocalSpec(args.local_features),
                            shard_size=args.shard_size, ray_address=args.ray_address, progress=not args.quiet)

@@ -1,0 +1,107 @@
+"""Dedup groups: exact clusters by pixel digest, then keeper-centred stars over verified near-copy edges.
+
+Plain connected components would chain: A~B and B~C would put A and C in one group though nothing
+links them. Here every group is a *centre* (its keeper) and files each verified directly against that
+centre: centres are picked greedily in keeper order as a maximal independent set of the edge graph
+(a file becomes a centre unless an edge joins it to an earlier centre), and every other file with
+edges joins the best-ranked centre it has an edge to. Two files of a group are therefore always
+at most two verified links apart, through their keeper, and the keeper ranks first in its group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KEEP_RULES = ("largest", "oldest", "newest", "path")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the keeper rules look at. pixels: width * height (0 if unknown); reference: in the index."""
+
+    path: str
+    bytes: int
+    mtime_ns: int
+    pixels: int = 0
+    reference: bool = False
+
+
+def keeper_ranks(files: list[FileInfo], rule: str) -> np.ndarray:
+    """(N,) int64 rank of each file as a keeper, 0 = best. References always rank before folder files.
+
+    largest: most pixels, then most bytes; oldest / newest: mtime; path: lexicographically first.
+    Ties are broken by path, so ranks are deterministic.
+    """
+    if rule not in KEEP_RULES:
+        raise ValueError(f"unknown keep rule {rule!r}; known: {', '.join(KEEP_RULES)}")
+    keys = {
+        "largest": lambda f: (-f.pixels, -f.bytes),
+        "oldest": lambda f: (f.mtime_ns,),
+        "newest": lambda f: (-f.mtime_ns,),
+        "path": lambda f: (),
+    }[rule]
+    order = sorted(range(len(files)), key=lambda i: (not files[i].reference, *keys(files[i]), files[i].path))
+    ranks = np.empty(len(files), np.int64)
+    ranks[order] = np.arange(len(files))
+    return ranks
+
+
+def exact_clusters(digests: list[str]) -> list[list[int]]:
+    """Rows sharing a non-empty digest -> clusters of >= 2 rows (each sorted, clusters by first row)."""
+    by_digest: dict[str, list[int]] = {}
+    for row, digest in enumerate(digests):
+        if digest:
+            by_digest.setdefault(digest, []).append(row)
+    return sorted(rows for rows in by_digest.values() if len(rows) > 1)
+
+
+def star_groups(ranks: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[list[int]]:
+    """Nodes 0..N-1 ranked by `ranks` (0 = best keeper), undirected edges (E,) a--b ->
+    groups [centre, members by rank] of >= 2 nodes, each member joined to its centre by an edge.
+    """
+    n = len(ranks)
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    ends = np.concatenate([a, b])
+    other = np.concatenate([b, a])
+    order = np.argsort(ends, kind="stable")
+    ends, other = ends[order], other[order]
+    start = np.searchsorted(ends, np.arange(n + 1))
+    centre = np.zeros(n, bool)
+    blocked = np.zeros(n, bool)
+    for v in np.argsort(ranks, kind="stable"):
+        if blocked[v] or start[v] == start[v + 1]:
+            continue
+        centre[v] = True
+        blocked[other[start[v]:start[v + 1]]] = True
+    joins = ~centre[ends] & centre[other]
+    member, host = ends[joins], other[joins]
+    best = np.lexsort((ranks[host], member))  # per member, best-ranked centre first
+    member, host = member[best], host[best]
+    first = np.ones(len(member), bool)
+    first[1:] = member[1:] != member[:-1]
+    groups: dict[int, list[int]] = {int(c): [int(c)] for c in np.flatnonzero(centre)}
+    for m, c in zip(member[first], host[first]):
+        groups[int(c)].append(int(m))
+    out = [[g[0], *sorted(g[1:], key=lambda v: ranks[v])] for g in groups.values() if len(g) > 1]
+    return sorted(out, key=lambda g: ranks[g[0]])
+
+
+@dataclass(frozen=True)
+class Link:
+    """Why `path` is in its group: it is a `kind` ("exact" or "near") copy of `linked_to`, with `score`."""
+
+    path: str
+    linked_to: str
+    score: float
+    kind: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """members: paths relative to the folder (references as "index:<id>"), keeper first; one link per
+    other member."""
+
+    members: list[str]
+    links: list[Link]

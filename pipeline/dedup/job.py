@@ -1,0 +1,384 @@
+"""`dedup`: find exact and near duplicates in a folder (and against a reference index), group them
+around a keeper, write what was found and a plan, and carry the plan out.
+
+OUT_DIR/
+  index/           the folder's resumable descriptor shards and index (pipeline.indexing), pixel digests
+  groups.json      [[keeper, copy, ...], ...]: paths relative to the folder, references as "index:<id>"
+  pairs.csv        a,b,score,verified,kind,global,inliers,coverage: exact pairs (to their keeper) and every candidate
+                   pair (verified: min_inliers inliers and score >= threshold, the pair links two files)
+  plan.csv         one row per copy: what the action does to it (pipeline.dedup.actions.PlanRow)
+  plan.state.json  the plan being carried out: action, folder, status ("pending" until every row ran)
+  actions.csv      path,action,outcome of the last executed plan
+  report.html      groups as thumbnails with the evidence of each link (drawings in links/)
+  failures.csv     path,reason of the files that could not be read
+  summary.json     counts of the last run
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from matching.index import SearchIndex
+from matching.local_features import BINARY_METHODS, mirror_features
+from matching.verification import Verification, verify_pair
+from pipeline.atomic import atomic_write
+from pipeline.decode import DecodeError, image_size
+from pipeline.dedup.actions import ACTIONS, REFERENCE_PREFIX, PlanRow, execute_plan, read_plan, write_plan
+from pipeline.dedup.grouping import FileInfo, Group, Link, exact_clusters, keeper_ranks, star_groups
+from pipeline.dedup.pairs import Pairs, Scored, knn_pairs, score_pairs, verify_pairs
+from pipeline.dedup.report import write_report
+from pipeline.embedding import EmbedSettings
+from pipeline.failures import read_failures_csv, write_failures_csv
+from pipeline.files import list_images, relative_path
+from pipeline.indexing import LocalSpec, index_folder
+from pipeline.local_store import ReferenceFeatures
+from pipeline.model_spec import ModelSpec
+from pipeline.ray_runtime import ray_session
+from pipeline.shards import ShardStore, file_stamp, plan_shards
+
+# A pair links two files when its geometric map has MIN_INLIERS inliers and its copy probability is
+# at least DEFAULT_THRESHOLD. Chosen on planted copies and near misses from ../shared/photos
+# (benchmarks/dedup_bench.py, seed 0): copies of different photos that share a screenshot frame or
+# caption style reach up to 13 inliers at low scores; 12 inliers and 0.5 gave no false link there.
+DEFAULT_THRESHOLD = 0.5
+MIN_INLIERS = 12
+
+
+@dataclass(frozen=True)
+class DedupOptions:
+    """keep: keeper rule (grouping.KEEP_RULES). action: report, move, hardlink or delete (needs yes).
+    threshold: least copy probability of a near-copy link, min_inliers: least inliers of its geometric
+    map. k: neighbours searched per image, in an index of `index_type` (matching.index.INDEX_TYPES:
+    flat is exact, hnsw / ivfpq trade recall for speed on millions of images);
+    floor: least global similarity of a candidate pair worth verifying. move_to: where move puts
+    copies (default OUT_DIR/moved). report_groups: groups drawn in report.html."""
+
+    keep: str = "largest"
+    action: str = "report"
+    threshold: float = DEFAULT_THRESHOLD
+    min_inliers: int = MIN_INLIERS
+    k: int = 16
+    index_type: str = "flat"
+    floor: float = 0.15
+    move_to: str | None = None
+    yes: bool = False
+    report_groups: int = 200
+
+    def __post_init__(self):
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}; known: {', '.join(ACTIONS)}")
+        if self.action == "delete" and not self.yes:
+            raise ValueError("delete removes files for good: pass --yes to confirm")
+
+
+@dataclass(frozen=True)
+class DedupSummary:
+    files: int
+    failed: int
+    groups: int
+    duplicates: int
+    exact_duplicates: int
+    bytes_reclaimable: int
+    candidate_pairs: int
+    action: str
+    outcomes: dict = field(default_factory=dict)
+    resumed: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The folder's readable images: ids (N,), paths (N,) relative, vectors (N, D), digests (N,), shard (N,)."""
+
+    ids: list[str]
+    paths: list[str]
+    vectors: np.ndarray
+    digests: list[str]
+    shard: np.ndarray
+
+
+def dedup_folder(
+    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    spec: ModelSpec | None = None,
+    *,
+    options: DedupOptions = DedupOptions(),
+    index_dir: str | os.PathLike | None = None,
+    settings: EmbedSettings = EmbedSettings(),
+    local: LocalSpec = LocalSpec(),
+    shard_size: int = 1000,
+    ray_address: str | None = None,
+    progress: bool = True,
+    on_row: Callable[[int], None] | None = None,
+) -> DedupSummary:
+    """Dedup `folder` into `out_dir` (see the module doc), then carry out `options.action`.
+
+    spec: the model (default sscd; with index_dir, the reference index's model). A plan left pending
+    by an interrupted run is finished first, without analysing again. on_row: crash hook for tests.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    state = _read_state(out)
+    root = str(Path(folder).resolve())
+    if state.get("status") == "pending":
+        if state["action"] != options.action or state["folder"] != root:
+            raise ValueError(f"{out} holds an unfinished {state['action']} plan of {state['folder']}: finish it "
+                             f"with --action {state['action']} on that folder, or delete {out / 'plan.state.json'}")
+        summary = DedupSummary(**json.loads((out / "summary.json").read_text(encoding="utf-8")))
+        outcomes = _act(folder, out, options, on_row, progress)
+        return _finish(out, replace(summary, outcomes=outcomes, resumed=True), start)
+    with ray_session(ray_address):
+        groups, pairs_rows, failed, files, verify = _analyse(folder, out, spec, options, index_dir, settings, local,
+                                                            shard_size, progress)
+    rows = _plan_rows(folder, out, groups, options)
+    _write_groups(out / "groups.json", groups)
+    _write_pairs(out / "pairs.csv", pairs_rows)
+    write_plan(out / "plan.csv", rows)
+    summary = DedupSummary(
+        files=files, failed=failed, groups=len(groups), duplicates=len(rows),
+        exact_duplicates=sum(1 for g in groups for link in g.links if link.kind == "exact"),
+        bytes_reclaimable=sum(r.bytes for r in rows), candidate_pairs=sum(1 for r in pairs_rows if r[4] == "near"),
+        action=options.action)
+    _write_json(out / "summary.json", asdict(summary))
+    counts = {k: v for k, v in asdict(summary).items() if k not in ("outcomes", "resumed", "seconds")}
+    write_report(out / "report.html", folder, groups, counts, verify=verify, max_groups=options.report_groups,
+                 progress=progress)
+    outcomes = {}
+    if options.action != "report":
+        _write_json(out / "plan.state.json", {"action": options.action, "folder": root, "status": "pending"})
+        outcomes = _act(folder, out, options, on_row, progress)
+    return _finish(out, replace(summary, outcomes=outcomes), start)
+
+
+def _finish(out: Path, summary: DedupSummary, start: float) -> DedupSummary:
+    summary = replace(summary, seconds=round(time.perf_counter() - start, 3))
+    _write_json(out / "summary.json", asdict(summary))
+    return summary
+
+
+def _act(folder, out: Path, options: DedupOptions, on_row, progress: bool) -> dict:
+    """Carry out plan.csv, record each outcome in actions.csv, mark the plan done -> counts of outcomes."""
+    rows = read_plan(out / "plan.csv")
+    outcomes = execute_plan(folder, rows, yes=options.yes, on_row=on_row, progress=progress)
+    with atomic_write(out / "actions.csv", "w") as f:
+        w = csv.writer(f)
+        w.writerow(("path", "action", "outcome"))
+        w.writerows((r.path, r.action, o) for r, o in zip(rows, outcomes))
+    _write_json(out / "plan.state.json", {"action": options.action, "folder": str(Path(folder).resolve()),
+                                          "status": "done"})
+    return dict(Counter(outcomes))
+
+
+def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, index_dir, settings: EmbedSettings,
+             local: LocalSpec, shard_size: int,
+             progress: bool) -> tuple[list[Group], list[tuple], int, int, Callable[[str, str], Verification]]:
+    """Index the folder, find exact and near pairs, group them -> groups, pairs.csv rows, failed, files,
+    and a verifier of two folder paths from their stored local features (for drawing the links)."""
+    reference = SearchIndex.load(index_dir) if index_dir is not None else None
+    spec, local = _model_of(spec, local, reference, index_dir)
+    own_dir = out / "index"
+    index_folder(folder, own_dir, spec, settings=settings, local=local, shard_size=shard_size,
+                 progress=progress, pixel_hash=True)
+    failures = read_failures_csv(own_dir / "failures.csv")
+    write_failures_csv(out / "failures.csv", failures)
+    manifest = json.loads((own_dir / "manifest.json").read_text(encoding="utf-8"))
+    fingerprint = manifest["meta"]
+    store = ShardStore(own_dir / "shards", fingerprint)
+    table = _read_table(folder, store, shard_size, manifest["dim"])
+    infos = _Infos(folder, table.paths)
+
+    clusters = exact_clusters(table.digests)
+    rep_of = np.arange(len(table.ids))
+    for rows in clusters:
+        best = rows[int(np.argmin(keeper_ranks([infos[r] for r in rows], options.keep)))]
+        rep_of[rows] = best
+    reps = np.flatnonzero(rep_of == np.arange(len(table.ids)))
+
+    def load_local(shard: int) -> dict:
+        return dict(zip(*store.read_local(shard)))
+
+    rep_index = SearchIndex.build(table.vectors[reps], [table.ids[r] for r in reps], options.index_type)
+    found, rep_level = knn_pairs(table.vectors[reps], rep_index, options.k, options.floor, self_join=True,
+                                 progress=progress)
+    level = np.zeros(len(table.ids), np.float32)
+    level[reps] = rep_level
+    own = Pairs(reps[found.a], reps[found.b], found.global_score)
+    own = score_pairs(own, verify_pairs(own, table.ids, table.ids, table.shard, load_local, str(own_dir),
+                                        fingerprint, progress=progress), np.maximum(level[own.a], level[own.b]))
+    ref = Scored.empty()
+    if reference is not None:
+        found, _ = knn_pairs(table.vectors[reps], reference, options.k, options.floor, self_join=False)
+        found = Pairs(reps[found.a], found.b, found.global_score)
+        ref = score_pairs(found, verify_pairs(found, table.ids, reference.ids, table.shard, load_local,
+                                              str(index_dir), reference.manifest, progress=progress), level[found.a])
+    ref_paths = [REFERENCE_PREFIX + i for i in reference.ids] if reference is not None else []
+    groups = _groups(table, infos, rep_of, reps, own, ref, ref_paths, options)
+    pair_rows = [(link.path, link.linked_to, 1.0, True, "exact", 1.0, 0, 1.0) for g in groups for link in g.links
+                 if link.kind == "exact"]
+    for scored, other in ((own, table.paths), (ref, ref_paths)):
+        p, edges = scored.pairs, scored.edges(options.threshold, options.min_inliers)
+        pair_rows += [(table.paths[a], other[b], round(float(s), 6), bool(e), "near", round(float(g), 6), int(n),
+                       round(float(c), 4))
+                      for a, b, s, e, g, n, c in zip(p.a, p.b, scored.score, edges, p.global_score, scored.inliers,
+                                                     scored.coverage)]
+    verify = _stored_verifier(ReferenceFeatures(own_dir, fingerprint), dict(zip(table.paths, table.ids)))
+    return groups, pair_rows, len(failures), len(table.ids) + len(failures), verify
+
+
+def _stored_verifier(features: ReferenceFeatures, ids: dict[str, str]) -> Callable[[str, str], Verification]:
+    """verify(path_a, path_b) -> Verification of a over b from the local features in the shards."""
+    def verify(a: str, b: str) -> Verification:
+        q = features[ids[a]]
+        mirrored = mirror_features(q) if q.method not in BINARY_METHODS and len(q) else None
+        return verify_pair(q, features[ids[b]], mirrored=mirrored)
+    return verify
+
+
+def _model_of(spec: ModelSpec | None, local: LocalSpec, reference: SearchIndex | None,
+              index_dir) -> tuple[ModelSpec, LocalSpec]:
+    """The model and local features to dedup with: the reference index's when there is one."""
+    if reference is None:
+        return spec or ModelSpec(), local
+    meta = reference.manifest
+    if not meta.get("local"):
+        raise ValueError(f"index {index_dir} stores no local features: re-index it with local features to dedup "
+                         "against it")
+    ref_spec = ModelSpec.from_dict(meta["model"])
+    if spec is not None and spec != ref_spec:
+        raise ValueError(f"index {index_dir} was made with model {ref_spec.name!r}, not {spec.name!r}")
+    return ref_spec, LocalSpec(**meta["local"])
+
+
+def _read_table(folder, store: ShardStore, shard_size: int, dim: int) -> _Table:
+    """The readable images of the folder's shards, in shard order; dim: descriptor size."""
+    listing = list_images(folder)
+    paths = dict(listing.entries)
+    ids, rel, parts, digests, shard_of = [], [], [], [], []
+    for plan in plan_shards(listing.entries, shard_size):
+        shard, hashes = store.read(plan.index), store.read_pixel_hashes(plan.index)
+        ok = [i for i, e in enumerate(shard.errors) if not e]
+        ids += [shard.ids[i] for i in ok]
+        rel += [relative_path(folder, paths[shard.ids[i]]) for i in ok]
+        parts.append(shard.embeddings[ok])
+        digests += [hashes[i] for i in ok]
+        shard_of += [plan.index] * len(ok)
+    vectors = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
+    return _Table(ids, rel, vectors, digests, np.asarray(shard_of, np.int64))
+
+
+class _Infos:
+    """FileInfo of folder rows, read from disk on first use (only files with a link are ever looked at)."""
+
+    def __init__(self, folder, paths: list[str]):
+        self.folder, self.paths, self.cache = Path(folder), paths, {}
+
+    def __getitem__(self, row: int) -> FileInfo:
+        if row not in self.cache:
+            path = self.folder / self.paths[row]
+            st = os.stat(path)
+            try:
+                w, h = image_size(path)
+            except DecodeError:
+                w = h = 0
+            self.cache[row] = FileInfo(self.paths[row], st.st_size, st.st_mtime_ns, w * h)
+        return self.cache[row]
+
+
+def _groups(table: _Table, infos: _Infos, rep_of: np.ndarray, reps: np.ndarray, own: Scored, ref: Scored,
+            ref_paths: list[str], options: DedupOptions) -> list[Group]:
+    """Star groups over the near-copy edges between exact-cluster representatives (and references),
+    each representative expanded to its exact cluster."""
+    n = len(table.ids)
+    own_edge = own.edges(options.threshold, options.min_inliers)
+    ref_edge = ref.edges(options.threshold, options.min_inliers)
+    ref_nodes = np.unique(ref.pairs.b[ref_edge])
+    # nodes: folder rows 0..n-1, then the references with an edge
+    a = np.concatenate([own.pairs.a[own_edge], ref.pairs.a[ref_edge]])
+    b = np.concatenate([own.pairs.b[own_edge], n + np.searchsorted(ref_nodes, ref.pairs.b[ref_edge])])
+    scores = np.concatenate([own.score[own_edge], ref.score[ref_edge]])
+    score = {(int(x), int(y)): float(s) for x, y, s in zip(a, b, scores)}
+    linked = set(a.tolist()) | set(b.tolist())
+    node_info = [infos[v] if v in linked else FileInfo(table.paths[v], 0, 0) for v in range(n)]
+    node_info += [FileInfo(ref_paths[r], 0, 0, reference=True) for r in ref_nodes]
+    ranks = keeper_ranks(node_info, options.keep)
+    members_of = {int(r): [int(r)] for r in reps}
+    for row in np.flatnonzero(rep_of != np.arange(n)):
+        members_of[int(rep_of[row])].append(int(row))
+    for rows in members_of.values():
+        rows[1:] = sorted(rows[1:], key=lambda r: table.paths[r])
+
+    def path(v: int) -> str:
+        return table.paths[v] if v < n else node_info[v].path
+
+    def expand(v: int, centre: int | None) -> tuple[list[str], list[Link]]:
+        if v >= n:
+            return [path(v)], []
+        rows = members_of[v]
+        links = [Link(table.paths[r], table.paths[v], 1.0, "exact") for r in rows[1:]]
+        if centre is not None:
+            links.insert(0, Link(table.paths[v], path(centre), score[(min(v, centre), max(v, centre))], "near"))
+        return [table.paths[r] for r in rows], links
+
+    groups, grouped = [], set()
+    for nodes in star_groups(ranks, a, b):
+        members, links = expand(nodes[0], None)
+        for v in nodes[1:]:
+            more, more_links = expand(v, nodes[0])
+            members += more
+            links += more_links
+        groups.append(Group(members, links))
+        grouped.update(nodes)
+    groups += [Group(*expand(v, None)) for v, rows in members_of.items() if len(rows) > 1 and v not in grouped]
+    return sorted(groups, key=lambda g: g.members[0])
+
+
+def _plan_rows(folder, out: Path, groups: list[Group], options: DedupOptions) -> list[PlanRow]:
+    """One row per copy in a group (references are never acted on)."""
+    root = Path(folder).resolve()
+    target = Path(options.move_to).resolve() if options.move_to else (out / "moved").resolve()
+    if options.action == "move" and (target == root or root in target.parents):
+        raise ValueError(f"the move target {target} is inside the folder {root}: choose another with --move-to")
+    rows = []
+    for g in groups:
+        keeper = g.members[0]
+        keeper_path = None if keeper.startswith(REFERENCE_PREFIX) else root / keeper
+        for p in g.members[1:]:
+            st = os.stat(root / p)
+            shared = keeper_path is not None and os.path.samefile(root / p, keeper_path)
+            rows.append(PlanRow(options.action, p, keeper, str(target / p) if options.action == "move" else "",
+                                0 if shared else st.st_size, file_stamp(str(root / p)),
+                                file_stamp(str(keeper_path)) if keeper_path else ""))
+    return rows
+
+
+def _write_groups(path: Path, groups: list[Group]) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump([g.members for g in groups], f, indent=1)
+
+
+def _write_pairs(path: Path, rows: list[tuple]) -> None:
+    with atomic_write(path, "w") as f:
+        w = csv.writer(f)
+        w.writerow(("a", "b", "score", "verified", "kind", "global", "inliers", "coverage"))
+        w.writerows(rows)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def _read_state(out: Path) -> dict:
+    try:
+        return json.loads((out / "plan.state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}

@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+
+from matching.index import SearchIndex
+from pipeline.dedup.grouping import FileInfo, exact_clusters, keeper_ranks, star_groups
+from pipeline.dedup.pairs import knn_pairs
+
+
+def components(n, a, b):
+    parent = list(range(n))
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for x, y in zip(a, b):
+        parent[find(x)] = find(y)
+    return {find(v) for v in range(n)}
+
+
+def test_chain_does_not_merge_its_unrelated_ends():
+    # A~B and B~C; A and C unrelated. Connected components would merge all three.
+    a, b = [0, 1], [1, 2]
+    assert len(components(3, a, b)) == 1
+    groups = star_groups(np.array([0, 1, 2]), a, b)  # A is the best keeper
+    assert groups == [[0, 1]]
+    assert not any({0, 2} <= set(g) for g in groups)
+
+
+def test_long_chain_is_cut_into_direct_links():
+    n = 6
+    a, b = list(range(n - 1)), list(range(1, n))
+    groups = star_groups(np.arange(n), a, b)
+    edges = set(zip(a, b)) | set(zip(b, a))
+    assert groups == [[0, 1], [2, 3], [4, 5]]
+    for g in groups:
+        assert all((m, g[0]) in edges for m in g[1:])
+
+
+def test_star_groups_properties_on_random_graphs():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = 40
+        a, b = rng.integers(0, n, 60), rng.integers(0, n, 60)
+        keep = a != b
+        a, b = a[keep], b[keep]
+        ranks = rng.permutation(n)
+        edges = set(zip(a.tolist(), b.tolist())) | set(zip(b.tolist(), a.tolist()))
+        groups = star_groups(ranks, a, b)
+        seen = [v for g in groups for v in g]
+        assert len(seen) == len(set(seen))  # each node in at most one group
+        linked = {v for e in edges for v in e}
+        for g in groups:
+            assert all((m, g[0]) in edges for m in g[1:])  # every member links to its keeper directly
+            assert ranks[g[0]] == min(ranks[v] for v in g)  # the keeper ranks first
+        # every linked node is grouped, or is a centre whose neighbours all went to better centres
+        for v in linked - set(seen):
+            assert all(any(u in g for g in groups) for x, u in edges if x == v)
+
+
+def test_star_groups_of_no_edges_is_empty():
+    assert star_groups(np.arange(3), np.empty(0, np.int64), np.empty(0, np.int64)) == []
+
+
+def test_keeper_rules_and_references_first():
+    files = [FileInfo("b.jpg", 100, 30, pixels=400), FileInfo("a.jpg", 200, 10, pixels=400),
+             FileInfo("c.jpg", 50, 20, pixels=900), FileInfo("index:r", 0, 0, reference=True)]
+    best = lambda rule: int(np.argmin(keeper_ranks(files, rule)))  # noqa: E731
+    assert best("largest") == 3
+    files = files[:3]
+    assert keeper_ranks(files, "largest").tolist() == [2, 1, 0]  # pixels, then bytes
+    assert best("oldest") == 1 and best("newest") == 0 and best("path") == 1
+    with pytest.raises(ValueError, match="known: largest"):
+        keeper_ranks(files, "smallest")
+
+
+def test_exact_clusters_skip_failures():
+    assert exact_clusters(["x", "y", "x", "", "", "y", "z"]) == [[0, 2], [1, 5]]
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_knn_self_join_equals_brute_force():
+    rng = np.random.default_rng(1)
+    x = unit(rng.normal(size=(200, 8)))
+    index = SearchIndex.build(x, [str(i) for i in range(200)])
+    k, floor = 4, 0.5
+    got, level = knn_pairs(x, index, k, floor, self_join=True, tail=2, batch_size=64)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    expected = {}
+    for i in range(200):
+        for j in np.argsort(-sims[i])[:k]:
+            if sims[i, j] >= floor:
+                expected[(min(i, j), max(i, j))] = sims[i, j]
+    assert {(int(a), int(b)) for a, b in zip(got.a, got.b)} == set(expected)
+    assert len(got) == len(expected)  # each unordered pair once
+    for a, b, s in zip(got.a, got.b, got.global_score):
+        assert s == pytest.approx(expected[(a, b)], abs=1e-5)
+    # background level: mean of the 2 farthest of the k + 1 neighbours searched (self included)
+    assert level == pytest.approx(np.sort(sims, axis=1)[:, ::-1][:, k - 2:k].mean(axis=1), abs=1e-5)
+
+
+def test_knn_cross_join_keeps_direction():
+    rng = np.random.default_rng(2)
+    refs, queries = unit(rng.normal(size=(30, 8))), unit(rng.normal(size=(5, 8)))
+    got, _ = knn_pairs(queries, SearchIndex.build(refs, [str(i) for i in range(30)]), 3, -1.0, self_join=False)
+    assert len(got) == 15
+    assert set(got.a.tolist()) == set(range(5))
+    top = np.argsort(-(queries @ refs.T), axis=1)[:, :3]
+    assert {(int(a), int(b)) for a, b in zip(got.a, got.b)} == {(q, int(r)) for q in range(5) for r in top[q]}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,7 @@ def main() -> None:
         with_local, _ = index_command(args.folder, args.model)
         print(f"copyscope index (default: + RootSIFT for verification) {with_local:.1f} img/s | "
               f"ratio {with_local / bare:.2f}", flush=True)
-    print(f"ratio (median of {len(ratios)}): {sorted(ratios)[len(ratios) // 2]:.2f}")
+    print(f"ratio (median of {len(ratios)}): {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

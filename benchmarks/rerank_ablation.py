@@ -49,7 +49,7 @@ def main() -> None:
     if not (bg / "manifest.json").exists():
         copyscope("index", str(bench / "background"), "--out", str(bg), "--local-features", "none")
     n_queries = len(list((bench / "queries").iterdir()))
-    print(f"| configuration | uAP | recall@P90 | recall@1 | R@1 paste+screenshot | queries/s |")
+    print("| configuration | uAP | recall@P90 | recall@1 | R@1 paste+screenshot | queries/s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, extra in CONFIGS.items():
         out = work / name.split(" (")[0].replace(" ", "_").replace("+", "plus")

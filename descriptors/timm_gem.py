@@ -11,7 +11,6 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from descriptors.packaged_weights import load_packaged_backbone
 from descriptors.preprocess import PreprocessCfg

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from matching.local_features import LocalFeatures, mirror_features, BINARY_METHODS
-from matching.verification import verify_pair
+from matching.local_features import BINARY_METHODS, LocalFeatures, mirror_features
+from matching.verification import Verification, verify_pair
 from pipeline.local_store import ReferenceFeatures
 
 EVIDENCE_COLUMNS = ("inliers", "matches", "inlier_ratio", "query_coverage", "reference_coverage", "mirrored")
@@ -16,6 +16,13 @@ def _bbox(region: np.ndarray) -> np.ndarray:
     if len(region) == 0:
         return np.zeros(4, np.float32)
     return np.concatenate([region.min(axis=0), region.max(axis=0)]).astype(np.float32)
+
+
+def verify_stored(q: LocalFeatures, r: LocalFeatures, geometry: str = "homography") -> Verification:
+    """Verify stored features of a query against a reference, with the free mirror pass of SIFT-like
+    features (ORB / AKAZE would need the query's flipped image, which stored features cannot give)."""
+    mirrored = mirror_features(q) if q.method not in BINARY_METHODS and len(q) else None
+    return verify_pair(q, r, mirrored=mirrored, geometry=geometry)
 
 
 class VerifyActor:
@@ -33,9 +40,8 @@ class VerifyActor:
         for qid, cands, kp, desc, size in zip(batch["query"], batch["candidates"], batch["kp"], batch["desc"],
                                               batch["size"]):
             q = LocalFeatures(kp, desc, (int(size[0]), int(size[1])), method)
-            mirrored = mirror_features(q) if method not in BINARY_METHODS and len(q) else None
             for ref in str(cands).split("\n") if cands else []:
-                v = verify_pair(q, self.references[ref], mirrored=mirrored, geometry=self.geometry)
+                v = verify_stored(q, self.references[ref], self.geometry)
                 out["query"].append(qid)
                 out["reference"].append(ref)
                 for col in EVIDENCE_COLUMNS:

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,7 +93,7 @@ def test_resume_after_crash_recomputes_only_missing_shards(tmp_path, ray_local):
     assert resumed.shards_total == 7 and resumed.shards_computed == 7 - len(done)
     assert {p.name: p.stat().st_mtime_ns for p in done} == stamps
 
-    fresh = index_folder(queries, tmp_path / "fresh", FAST, settings=SETTINGS, shard_size=4, progress=False)
+    index_folder(queries, tmp_path / "fresh", FAST, settings=SETTINGS, shard_size=4, progress=False)
     a, b = SearchIndex.load(tmp_path / "idx"), SearchIndex.load(tmp_path / "fresh")
     assert a.ids == b.ids
     np.testing.assert_allclose(a.index.reconstruct_n(0, len(a)), b.index.reconstruct_n(0, len(b)), atol=1e-5)

@@ -28,8 +28,7 @@ from typing import Callable
 import numpy as np
 
 from matching.index import SearchIndex
-from matching.local_features import BINARY_METHODS, mirror_features
-from matching.verification import Verification, verify_pair
+from matching.verification import Verification
 from pipeline.atomic import atomic_write
 from pipeline.decode import DecodeError, image_size
 from pipeline.dedup.actions import ACTIONS, REFERENCE_PREFIX, PlanRow, execute_plan, read_plan, write_plan
@@ -44,6 +43,7 @@ from pipeline.local_store import ReferenceFeatures
 from pipeline.model_spec import ModelSpec
 from pipeline.ray_runtime import ray_session
 from pipeline.shards import ShardStore, file_stamp, plan_shards
+from pipeline.verify_stage import verify_stored
 
 # A pair links two files when its geometric map has MIN_INLIERS inliers and its copy probability is
 # at least DEFAULT_THRESHOLD. Chosen on planted copies and near misses from ../shared/photos
@@ -237,9 +237,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
 def _stored_verifier(features: ReferenceFeatures, ids: dict[str, str]) -> Callable[[str, str], Verification]:
     """verify(path_a, path_b) -> Verification of a over b from the local features in the shards."""
     def verify(a: str, b: str) -> Verification:
-        q = features[ids[a]]
-        mirrored = mirror_features(q) if q.method not in BINARY_METHODS and len(q) else None
-        return verify_pair(q, features[ids[b]], mirrored=mirrored)
+        return verify_stored(features[ids[a]], features[ids[b]])
     return verify
 
 

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_index(args) -> dict:
-    from pipeline.indexing import LocalSpec, index_folder
+    from pipeline.indexing import index_folder
+    from pipeline.stages import LocalSpec
 
     device = resolve_device(args.device)
     options = {"image_size": args.image_size} if args.image_size else {}
@@ -137,7 +138,7 @@ def run_match(args) -> dict:
 
 def run_dedup(args) -> dict:
     from pipeline.dedup import DedupOptions, dedup_folder
-    from pipeline.indexing import LocalSpec
+    from pipeline.stages import LocalSpec
 
     device = resolve_device(args.device)
     spec = ModelSpec(args.model, args.weights) if args.model else None

@@ -28,16 +28,7 @@ from pipeline.files import list_images, relative_path
 from pipeline.model_spec import ModelSpec
 from pipeline.ray_runtime import ray_session
 from pipeline.shards import PlannedShard, Shard, ShardStore, plan_shards
-from pipeline.stages import PrepareOptions, row_local_features
-
-
-@dataclass(frozen=True)
-class LocalSpec:
-    """Local features stored with each reference, for verification at match time."""
-
-    method: str = "rootsift"
-    max_side: int = 512
-    max_keypoints: int = 1000
+from pipeline.stages import LocalSpec, PrepareOptions, row_local_features
 
 
 @dataclass(frozen=True)
@@ -81,9 +72,7 @@ def index_folder(
     planned = plan_shards(listing.entries, shard_size)
     todo = [p for p in planned if not store.is_complete(p)]
     if todo:
-        prepare = PrepareOptions(descriptor.cfg.to_dict(), local_method=local.method if local else None,
-                                 local_max_side=local.max_side if local else 0,
-                                 local_max_keypoints=local.max_keypoints if local else 0, pixel_hash=pixel_hash)
+        prepare = PrepareOptions(descriptor.cfg.to_dict(), local=local, pixel_hash=pixel_hash)
         with ray_session(ray_address):
             _compute_shards(todo, store, spec, prepare, settings, progress, on_shard_written)
 

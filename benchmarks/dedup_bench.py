@@ -31,9 +31,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.augment import apply_chain, sample_chain  # noqa: E402
-from pipeline.decode import decode_image  # noqa: E402
-from pipeline.files import list_images  # noqa: E402
+from copyscope.pipeline.augment import apply_chain, sample_chain  # noqa: E402
+from copyscope.pipeline.decode import decode_image  # noqa: E402
+from copyscope.pipeline.files import list_images  # noqa: E402
 
 EDIT_KINDS = ("crop", "text", "emoji", "screenshot", "color_jitter", "grayscale", "jpeg", "rescale")
 DOG_CLASSES = range(151, 269)  # ImageNet class indices of the dog breeds
@@ -85,7 +85,7 @@ def timed(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]
 
 def run_copyscope(folder: Path, out: Path, args) -> tuple[list, float]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "jobs.cli", "dedup", str(folder), "--out", str(out), "--model", args.model,
+    cmd = [sys.executable, "-m", "copyscope.jobs.cli", "dedup", str(folder), "--out", str(out), "--model", args.model,
            "--quiet", "--device", "cpu", *(["--threshold", str(args.threshold)] if args.threshold is not None else [])]
     _, seconds = timed(cmd, cwd=ROOT)
     return json.loads((out / "groups.json").read_text()), seconds

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.evaluation import evaluate
+from copyscope.jobs.evaluate import evaluate
 
 CONFIGS = {
     "global descriptor only": ["--rerank", "none"],
@@ -30,7 +30,7 @@ CONFIGS = {
 
 def copyscope(*args: str) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "jobs.cli", *args, "--quiet"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "copyscope.jobs.cli", *args, "--quiet"], capture_output=True, text=True,
                           env=dict(os.environ, RAY_AUTH_MODE="disabled"))
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])

@@ -21,10 +21,10 @@ import sys
 import tempfile
 import time
 
-from descriptors import resize_image
-from pipeline.decode import DecodeError, decode_image
-from pipeline.files import list_images
-from pipeline.model_spec import ModelSpec
+from copyscope.descriptors import resize_image
+from copyscope.pipeline.decode import DecodeError, decode_image
+from copyscope.pipeline.files import list_images
+from copyscope.pipeline.model_spec import ModelSpec
 
 
 def bare_loop(paths: list[str], spec: ModelSpec) -> float:
@@ -44,7 +44,7 @@ def bare_loop(paths: list[str], spec: ModelSpec) -> float:
 def index_command(folder: str, model: str, *extra: str) -> tuple[float, dict]:
     """Images/s of the `copyscope index` command, wall clock, and its summary."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "jobs.cli", "index", folder, "--out", out, "--model", model, "--quiet", *extra]
+        cmd = [sys.executable, "-m", "copyscope.jobs.cli", "index", folder, "--out", out, "--model", model, "--quiet", *extra]
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, RAY_AUTH_MODE="disabled"))
         seconds = time.perf_counter() - start

@@ -25,10 +25,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from matching.local_features import available_methods, extract_local_features, extract_query_features
-from matching.verification import verify_pair
-from pipeline.decode import DecodeError, decode_image
-from pipeline.files import list_images
+from copyscope.matching.local_features import available_methods, extract_local_features, extract_query_features
+from copyscope.matching.verification import verify_pair
+from copyscope.pipeline.decode import DecodeError, decode_image
+from copyscope.pipeline.files import list_images
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from descriptors.preprocess import PreprocessCfg, resize_image
+from copyscope.descriptors.preprocess import PreprocessCfg, resize_image
 
 
 class Descriptor(abc.ABC):

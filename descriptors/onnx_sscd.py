@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from descriptors.base import Descriptor
-from descriptors.preprocess import PreprocessCfg
-from descriptors.registry import register_descriptor
+from copyscope.descriptors.base import Descriptor
+from copyscope.descriptors.preprocess import PreprocessCfg
+from copyscope.descriptors.registry import register_descriptor
 
 SSCD_CFG = PreprocessCfg(resize="short_side", size=288, dim=512)
 

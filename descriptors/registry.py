@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from descriptors.base import Descriptor
+from copyscope.descriptors.base import Descriptor
 
 _FACTORIES: dict[str, Callable[..., Descriptor]] = {}
 _FAMILY_ARG = "<architecture>"

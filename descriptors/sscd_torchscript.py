@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from descriptors.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg
-from descriptors.registry import register_descriptor
-from descriptors.torch_descriptor import TorchDescriptor, infer_dim
+from copyscope.descriptors.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg
+from copyscope.descriptors.registry import register_descriptor
+from copyscope.descriptors.torch_descriptor import TorchDescriptor, infer_dim
 
 
 @register_descriptor("sscd_torchscript")

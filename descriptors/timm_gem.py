@@ -12,10 +12,10 @@ import timm
 import torch
 import torch.nn as nn
 
-from descriptors.packaged_weights import load_packaged_backbone
-from descriptors.preprocess import PreprocessCfg
-from descriptors.registry import register_descriptor
-from descriptors.torch_descriptor import TorchDescriptor
+from copyscope.descriptors.packaged_weights import load_packaged_backbone
+from copyscope.descriptors.preprocess import PreprocessCfg
+from copyscope.descriptors.registry import register_descriptor
+from copyscope.descriptors.torch_descriptor import TorchDescriptor
 
 
 def gem(x: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:

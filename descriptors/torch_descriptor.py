@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from descriptors.base import Descriptor
-from descriptors.preprocess import PreprocessCfg, normalize_batch
+from copyscope.descriptors.base import Descriptor
+from copyscope.descriptors.preprocess import PreprocessCfg, normalize_batch
 
 
 class TorchDescriptor(Descriptor):

@@ -7,13 +7,15 @@ import json
 import sys
 from dataclasses import asdict
 
-from jobs.device import resolve_device
-from matching.index import INDEX_TYPES, IndexParams
-from matching.local_features import LOCAL_METHODS
-from pipeline.dedup import ACTIONS, DEFAULT_THRESHOLD, KEEP_RULES, MIN_INLIERS
-from pipeline.embedding import EmbedSettings
-from pipeline.model_spec import ModelSpec
-from pipeline.reranking import RERANK_MODES, SCORE_NORMS, RerankOptions
+from copyscope.jobs.device import resolve_device
+from copyscope.matching.index import INDEX_TYPES, IndexParams
+from copyscope.matching.local_features import LOCAL_METHODS
+from copyscope.jobs.dedup import DEFAULT_THRESHOLD, MIN_INLIERS
+from copyscope.jobs.dedup_actions import ACTIONS
+from copyscope.matching.grouping import KEEP_RULES
+from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.matching.reranking import RERANK_MODES, SCORE_NORMS, RerankOptions
 
 # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError, ImportError)
@@ -111,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_index(args) -> dict:
-    from pipeline.indexing import index_folder
-    from pipeline.stages import LocalSpec
+    from copyscope.jobs.index import index_folder
+    from copyscope.pipeline.stages import LocalSpec
 
     device = resolve_device(args.device)
     options = {"image_size": args.image_size} if args.image_size else {}
@@ -124,7 +126,7 @@ def run_index(args) -> dict:
 
 
 def run_match(args) -> dict:
-    from pipeline.querying import match_folder
+    from copyscope.jobs.match import match_folder
 
     device = resolve_device(args.device)
     summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(
@@ -137,8 +139,8 @@ def run_match(args) -> dict:
 
 
 def run_dedup(args) -> dict:
-    from pipeline.dedup import DedupOptions, dedup_folder
-    from pipeline.stages import LocalSpec
+    from copyscope.jobs.dedup import DedupOptions, dedup_folder
+    from copyscope.pipeline.stages import LocalSpec
 
     device = resolve_device(args.device)
     spec = ModelSpec(args.model, args.weights) if args.model else None
@@ -151,14 +153,14 @@ def run_dedup(args) -> dict:
 
 
 def run_evaluate(args) -> dict:
-    from pipeline.evaluation import evaluate
+    from copyscope.jobs.evaluate import evaluate
 
     return evaluate(args.gt_csv, args.pred_csv, args.out, meta_csv=args.meta, queries_dir=args.queries,
                     references_dir=args.references, progress=not args.quiet)
 
 
 def run_benchmark_make(args) -> dict:
-    from pipeline.benchmark import make_benchmark
+    from copyscope.jobs.benchmark import make_benchmark
 
     summary = make_benchmark(args.photos_dir, args.out, n_references=args.n_references, n_queries=args.n_queries,
                              seed=args.seed, progress=not args.quiet)
@@ -168,7 +170,7 @@ def run_benchmark_make(args) -> dict:
 
 
 def run_show(args) -> dict:
-    from pipeline.pair_drawing import show_pair
+    from copyscope.pipeline.reports.pair_drawing import show_pair
 
     v = show_pair(args.query, args.reference, args.out, method=args.local_features)
     return {"out": args.out, "inliers": v.inliers, "matches": v.matches, "inlier_ratio": round(v.inlier_ratio, 4),
@@ -177,7 +179,7 @@ def run_show(args) -> dict:
 
 
 def gpu_search_available() -> bool:
-    from matching.index import gpu_available
+    from copyscope.matching.index import gpu_available
 
     return gpu_available()
 

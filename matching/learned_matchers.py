@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from kornia.feature import DISK, LightGlue
 
-from matching.local_features import LocalFeatures, shrink, to_original_pixels
-from matching.verification import Verification, verify_pair
+from copyscope.matching.local_features import LocalFeatures, shrink, to_original_pixels
+from copyscope.matching.verification import Verification, verify_pair
 
 LEARNED_METHOD = "disk"
 _DISK_DIM = 128

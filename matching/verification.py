@@ -38,7 +38,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from matching.local_features import BINARY_METHODS, LocalFeatures, extract_local_features, extract_query_features
+from copyscope.matching.local_features import BINARY_METHODS, LocalFeatures, extract_local_features, extract_query_features
 
 GEOMETRIES = ("homography", "affine")
 THRESHOLD_FRACTION = 0.005

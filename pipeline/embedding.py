@@ -14,8 +14,8 @@ from typing import Iterator
 
 import ray
 
-from pipeline.model_spec import ModelSpec
-from pipeline.stages import EmbedActor, PrepareOptions, prepare_batch
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.stages import EmbedActor, PrepareOptions, prepare_batch
 
 
 @dataclass(frozen=True)

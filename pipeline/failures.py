@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
-from pipeline.atomic import atomic_write
+from copyscope.pipeline.atomic import atomic_write
 
 FAILURE_FIELDS = ("path", "reason")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.atomic import atomic_write
+from copyscope.pipeline.atomic import atomic_write
 
 MATCH_FIELDS = ("query_id", "reference_id", "score")
 GROUND_TRUTH_FIELDS = ("query_id", "reference_id")

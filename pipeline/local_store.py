@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from matching.local_features import LocalFeatures
-from pipeline.shards import ShardStore
+from copyscope.matching.local_features import LocalFeatures
+from copyscope.pipeline.shards import ShardStore
 
 
 class ReferenceFeatures:

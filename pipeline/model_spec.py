@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from descriptors import Descriptor, create_descriptor
+from copyscope.descriptors import Descriptor, create_descriptor
 
 
 @dataclass(frozen=True)

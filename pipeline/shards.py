@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from matching.local_features import LocalFeatures, pack_many, unpack_many
-from pipeline.atomic import atomic_write
+from copyscope.matching.local_features import LocalFeatures, pack_many, unpack_many
+from copyscope.pipeline.atomic import atomic_write
 
 _LOCAL = "local_"
 

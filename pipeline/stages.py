@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from descriptors import PreprocessCfg, resize_image
-from descriptors.regions import propose_regions
-from matching.local_features import LocalFeatures, extract_local_features
-from pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
-from pipeline.model_spec import ModelSpec
+from copyscope.descriptors import PreprocessCfg, resize_image
+from copyscope.descriptors.regions import propose_regions
+from copyscope.matching.local_features import LocalFeatures, extract_local_features
+from copyscope.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from copyscope.pipeline.model_spec import ModelSpec
 
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)
 _NO_BOX = np.zeros(4, np.int32)

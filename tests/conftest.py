@@ -10,7 +10,7 @@ def ray_local():
     """One local Ray for the whole test session (starting one costs seconds and ~0.7 GB)."""
     import ray
 
-    from pipeline.ray_runtime import quiet_ray_data
+    from copyscope.pipeline.ray_runtime import quiet_ray_data
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     quiet_ray_data()

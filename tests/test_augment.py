@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from skimage import data
 
-import pipeline.augment as A
-from pipeline.augment.batch import BatchCopyAugment
-from pipeline.augment.imaging import FONTS, font_path
-from pipeline.augment.stage import PhotoPool, apply_chains_local, apply_chains_ray, encode_jpeg
-from pipeline.decode import decode_image
+import copyscope.pipeline.augment as A
+from copyscope.pipeline.augment.batch import BatchCopyAugment
+from copyscope.pipeline.augment.imaging import FONTS, font_path
+from copyscope.pipeline.augment.stage import PhotoPool, apply_chains_local, apply_chains_ray, encode_jpeg
+from copyscope.pipeline.decode import decode_image
 
 OTHERS = {"coffee": data.coffee(), "chelsea": data.chelsea()}
 CTX = A.EditContext(OTHERS)

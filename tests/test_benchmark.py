@@ -6,11 +6,11 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from pipeline.augment import apply_chain
-from pipeline.augment.stage import PhotoPool, encode_jpeg
-from pipeline.benchmark import QUERY_KINDS, make_benchmark, split_photos
-from pipeline.decode import decode_image
-from pipeline.files import list_images
+from copyscope.pipeline.augment import apply_chain
+from copyscope.pipeline.augment.stage import PhotoPool, encode_jpeg
+from copyscope.jobs.benchmark import QUERY_KINDS, make_benchmark, split_photos
+from copyscope.pipeline.decode import decode_image
+from copyscope.pipeline.files import list_images
 
 NAMES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "hubble_deep_field",
          "colorwheel", "retina", "coins")

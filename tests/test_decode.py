@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, image_size
+from copyscope.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image, image_size
 from tests import badfiles
 from tests.badfiles import make_bad_corpus, png_bytes
 

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from jobs.cli import main
-from pipeline.dedup import DedupOptions, dedup_folder
-from pipeline.embedding import EmbedSettings
-from pipeline.indexing import index_folder
-from pipeline.model_spec import ModelSpec
+from copyscope.jobs.cli import main
+from copyscope.jobs.dedup import DedupOptions, dedup_folder
+from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.jobs.index import index_folder
+from copyscope.pipeline.model_spec import ModelSpec
 
 
 def _save(path: Path, image: np.ndarray, **kwargs) -> None:

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from pipeline.dedup.actions import PlanRow, execute_plan, read_plan, write_plan
-from pipeline.shards import file_stamp
+from copyscope.jobs.dedup_actions import PlanRow, execute_plan, read_plan, write_plan
+from copyscope.pipeline.shards import file_stamp
 
 
 class Crash(RuntimeError):

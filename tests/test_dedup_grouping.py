@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from matching.index import SearchIndex
-from pipeline.dedup.grouping import FileInfo, exact_clusters, keeper_ranks, star_groups
-from pipeline.dedup.pairs import knn_pairs
+from copyscope.matching.index import SearchIndex
+from copyscope.matching.grouping import FileInfo, exact_clusters, keeper_ranks, star_groups
+from copyscope.matching.pairs import knn_pairs
 
 
 def components(n, a, b):

@@ -4,10 +4,10 @@ import timm
 import torch
 from skimage import data
 
-from descriptors import PreprocessCfg, create_descriptor, list_descriptors, resize_image
-from descriptors.packaged_weights import efficientnet_lite0_state_dict, map_by_position
-from descriptors.preprocess import normalize_batch, target_size
-from descriptors.timm_gem import gem
+from copyscope.descriptors import PreprocessCfg, create_descriptor, list_descriptors, resize_image
+from copyscope.descriptors.packaged_weights import efficientnet_lite0_state_dict, map_by_position
+from copyscope.descriptors.preprocess import normalize_batch, target_size
+from copyscope.descriptors.timm_gem import gem
 
 
 def photos():

@@ -9,8 +9,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from pipeline.evaluation import evaluate, find_image
-from pipeline.formats import FormatError
+from copyscope.jobs.evaluate import evaluate, find_image
+from copyscope.pipeline.formats import FormatError
 
 ODD_ID = "Q4 <b>&\"'"  # ids may hold any character; this one has no image
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.failures import Failure
-from pipeline.files import IMAGE_EXTENSIONS, ImageListing, image_id, list_images
+from copyscope.pipeline.failures import Failure
+from copyscope.pipeline.files import IMAGE_EXTENSIONS, ImageListing, image_id, list_images
 from tests.badfiles import make_bad_corpus
 
 

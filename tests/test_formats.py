@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.formats import (
+from copyscope.pipeline.formats import (
     FormatError,
     Matches,
     read_ground_truth,

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from matching.index import (INDEX_TYPES, IndexCorruptError, IndexParams, SearchIndex, build_index,
+from copyscope.matching.index import (INDEX_TYPES, IndexCorruptError, IndexParams, SearchIndex, build_index,
                             gpu_available)
 
 D = 64

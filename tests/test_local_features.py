@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from matching.local_features import (
+from copyscope.matching.local_features import (
     LOCAL_METHODS,
     LocalFeatures,
     available_methods,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from matching.metrics import NOT_PREDICTED, compute_metrics, query_ranks, recall_at_k_by_group
+from copyscope.matching.metrics import NOT_PREDICTED, compute_metrics, query_ranks, recall_at_k_by_group
 
 
 def metrics_of(preds, gt):

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from matching.verification import Verification, verify_images
-from pipeline.pair_drawing import CAPTION_HEIGHT, GAP, INLIER_COLOUR, caption, draw_pair, save_png
+from copyscope.matching.verification import Verification, verify_images
+from copyscope.pipeline.reports.pair_drawing import CAPTION_HEIGHT, GAP, INLIER_COLOUR, caption, draw_pair, save_png
 
 
 @pytest.fixture(scope="module")

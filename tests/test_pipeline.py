@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from jobs.cli import main
-from matching.index import SearchIndex
-from pipeline.embedding import EmbedSettings
-from pipeline.indexing import index_folder
-from pipeline.model_spec import ModelSpec
-from pipeline.querying import match_folder
-from pipeline.reranking import RerankOptions
+from copyscope.jobs.cli import main
+from copyscope.matching.index import SearchIndex
+from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.jobs.index import index_folder
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.jobs.match import match_folder
+from copyscope.matching.reranking import RerankOptions
 from tests.badfiles import make_bad_corpus
 from tests.photo_edits import make_copy_set
 
@@ -120,7 +120,7 @@ def test_changed_file_invalidates_its_shard(tmp_path, ray_local):
 def test_kill_9_then_same_command_resumes(tmp_path):
     make_copy_set(tmp_path)
     out = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "jobs.cli", "index", str(tmp_path / "queries"), "--out", str(out),
+    cmd = [sys.executable, "-m", "copyscope.jobs.cli", "index", str(tmp_path / "queries"), "--out", str(out),
            "--model", "sscd_distilled", "--shard-size", "2", "--batch-size", "2", "--num-actors", "1",
            "--threads", "1", "--quiet"]
     env = dict(os.environ, RAY_AUTH_MODE="disabled")

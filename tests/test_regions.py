@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from descriptors.regions import (
+from copyscope.descriptors.regions import (
     MIN_REGION_PX,
     box_iou,
     crop_boxes,

@@ -5,13 +5,14 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from matching.index import SearchIndex
-from pipeline.embedding import EmbedSettings
-from pipeline.formats import read_matches
-from pipeline.indexing import index_folder
-from pipeline.model_spec import ModelSpec
-from pipeline.querying import match_folder
-from pipeline.reranking import QueryViews, RerankOptions, gather_candidates, top_per_query
+from copyscope.matching.index import SearchIndex
+from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.pipeline.formats import read_matches
+from copyscope.jobs.index import index_folder
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.jobs.match import match_folder
+from copyscope.matching.candidates import QueryViews, gather_candidates, top_per_query
+from copyscope.matching.reranking import RerankOptions
 
 SETTINGS = EmbedSettings(num_actors=1, threads_per_actor=1, batch_size=4)
 
@@ -116,7 +117,7 @@ def test_background_index_must_use_the_same_model(tmp_path, paste_set):
 
 
 def test_show_draws_the_pair(tmp_path, paste_set):
-    from jobs.cli import main
+    from copyscope.jobs.cli import main
 
     out = tmp_path / "pair.png"
     assert main(["show", str(paste_set / "queries" / "chelsea_pasted.jpg"), str(paste_set / "refs" / "chelsea.jpg"),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from matching.scoring import Calibration, background_level, fit_logistic, normalise, stretch
+from copyscope.matching.scoring import Calibration, background_level, fit_logistic, normalise, stretch
 
 
 def test_background_level_normalise_and_stretch():

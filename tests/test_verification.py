@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from matching.local_features import LOCAL_METHODS, LocalFeatures, available_methods, extract_local_features
-from matching.verification import Verification, implausibility, match_features, verify_images, verify_pair
+from copyscope.matching.local_features import LOCAL_METHODS, LocalFeatures, available_methods, extract_local_features
+from copyscope.matching.verification import Verification, implausibility, match_features, verify_images, verify_pair
 
 METHODS = [pytest.param(m, marks=pytest.mark.skipif(m not in available_methods(), reason=f"no {m} in this OpenCV"))
            for m in LOCAL_METHODS]
@@ -211,7 +211,7 @@ def random_weights(tmp_path_factory):
 
 
 def test_learned_matcher_gives_typed_features_and_verifications(random_weights):
-    from matching.learned_matchers import LearnedMatcher
+    from copyscope.matching.learned_matchers import LearnedMatcher
 
     matcher = LearnedMatcher.from_files(*random_weights, device="cpu", max_keypoints=128, max_side=128)
     image = data.astronaut()  # 512 px, described at 128 px
@@ -224,7 +224,7 @@ def test_learned_matcher_gives_typed_features_and_verifications(random_weights):
 
 
 def test_learned_matches_feed_the_geometry(random_weights):
-    from matching.learned_matchers import LearnedMatcher
+    from copyscope.matching.learned_matchers import LearnedMatcher
 
     # With no score threshold even random LightGlue pairs each point with itself between identical inputs.
     matcher = LearnedMatcher.from_files(*random_weights, filter_threshold=0.0, max_keypoints=128, max_side=128)
@@ -236,7 +236,7 @@ def test_learned_matches_feed_the_geometry(random_weights):
 
 
 def test_learned_weights_are_never_downloaded(random_weights, tmp_path):
-    from matching.learned_matchers import load_disk, load_lightglue
+    from copyscope.matching.learned_matchers import load_disk, load_lightglue
 
     with pytest.raises(ValueError, match="never downloads"):
         load_disk(None)

@@ -5,9 +5,9 @@ Single images (OpenCV / PIL): `sample_chain` draws a list of (edit, params) pair
 other photo used (through `EditContext`). Batches of tensors (kornia, for training): `batch`.
 """
 
-from pipeline.augment import composites, geometric, overlays, photometric  # noqa: F401  (registers edits)
-from pipeline.augment.chain import Chain, apply_chain, chain_shape, resolve_edits, sample_chain, sample_edit
-from pipeline.augment.registry import (
+from copyscope.pipeline.augment import composites, geometric, overlays, photometric  # noqa: F401  (registers edits)
+from copyscope.pipeline.augment.chain import Chain, apply_chain, chain_shape, resolve_edits, sample_chain, sample_edit
+from copyscope.pipeline.augment.registry import (
     EDITS, GROUPS, MAX_SIDE, Edit, EditContext, apply_edit, get_edit, list_edits, output_shape, register,
 )
 

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.augment.registry import EDITS, GROUPS, EditContext, apply_edit, get_edit, output_shape
+from copyscope.pipeline.augment.registry import EDITS, GROUPS, EditContext, apply_edit, get_edit, output_shape
 
 Chain = list[tuple[str, dict]]
 

@@ -10,10 +10,10 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.augment.imaging import (
+from copyscope.pipeline.augment.imaging import (
     cover, draw_text, fit_within, load_font, log_uniform, random_color, random_text, resize, uniform,
 )
-from pipeline.augment.registry import Edit, register
+from copyscope.pipeline.augment.registry import Edit, register
 
 MAX_CANVAS = 1024
 

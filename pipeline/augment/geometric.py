@@ -10,8 +10,8 @@ import math
 import cv2
 import numpy as np
 
-from pipeline.augment.imaging import box_pixels, log_uniform, random_color, resize, sample_box, uniform
-from pipeline.augment.registry import Edit, register
+from copyscope.pipeline.augment.imaging import box_pixels, log_uniform, random_color, resize, sample_box, uniform
+from copyscope.pipeline.augment.registry import Edit, register
 
 
 # crop: 10-90 % of the area, aspect within 2x of the image's own.

@@ -10,10 +10,10 @@ import math
 
 import numpy as np
 
-from pipeline.augment.imaging import (
+from copyscope.pipeline.augment.imaging import (
     FONTS, blend, box_pixels, composite, cover, draw_text, new_layer, random_color, random_text, sample_box, uniform,
 )
-from pipeline.augment.registry import Edit, register
+from copyscope.pipeline.augment.registry import Edit, register
 
 # Symbols that DejaVu Sans draws: the emoji-like icons of memes and messaging apps.
 SYMBOLS = "☺☻★♥❤☀☁☂☃☎✈✉✂✔✌☕⚽⚡☘✿☯☮♛♠♣♦♪♫⌚"

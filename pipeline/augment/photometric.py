@@ -8,8 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.augment.imaging import resize, uniform
-from pipeline.augment.registry import Edit, register
+from copyscope.pipeline.augment.imaging import resize, uniform
+from copyscope.pipeline.augment.registry import Edit, register
 
 
 def _sample_color_jitter(rng, height, width):

@@ -16,9 +16,9 @@ from typing import Iterable, Mapping
 import numpy as np
 from PIL import Image
 
-from pipeline.augment.chain import apply_chain
-from pipeline.augment.registry import EditContext
-from pipeline.decode import DecodeError, decode_image
+from copyscope.pipeline.augment.chain import apply_chain
+from copyscope.pipeline.augment.registry import EditContext
+from copyscope.pipeline.decode import DecodeError, decode_image
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:

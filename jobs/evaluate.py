@@ -21,9 +21,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tqdm import tqdm
 
-from matching.metrics import Metrics, compute_metrics, recall_at_k_by_group
-from pipeline.atomic import atomic_write
-from pipeline.formats import GroundTruth, Matches, read_ground_truth, read_matches, read_query_meta
+from copyscope.matching.metrics import Metrics, compute_metrics, recall_at_k_by_group
+from copyscope.pipeline.atomic import atomic_write
+from copyscope.pipeline.formats import GroundTruth, Matches, read_ground_truth, read_matches, read_query_meta
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 THUMB_SIZE = 160

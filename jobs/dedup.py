@@ -27,24 +27,24 @@ from typing import Callable
 
 import numpy as np
 
-from matching.index import SearchIndex
-from matching.verification import Verification
-from pipeline.atomic import atomic_write
-from pipeline.decode import DecodeError, image_size
-from pipeline.dedup.actions import ACTIONS, REFERENCE_PREFIX, PlanRow, execute_plan, read_plan, write_plan
-from pipeline.dedup.grouping import FileInfo, Group, Link, exact_clusters, keeper_ranks, star_groups
-from pipeline.dedup.pairs import Pairs, Scored, knn_pairs, score_pairs, verify_pairs
-from pipeline.dedup.report import write_report
-from pipeline.embedding import EmbedSettings
-from pipeline.failures import read_failures_csv, write_failures_csv
-from pipeline.files import list_images, relative_path
-from pipeline.indexing import index_folder
-from pipeline.stages import LocalSpec
-from pipeline.local_store import ReferenceFeatures
-from pipeline.model_spec import ModelSpec
-from pipeline.ray_runtime import ray_session
-from pipeline.shards import ShardStore, file_stamp, plan_shards
-from pipeline.verify_stage import verify_stored
+from copyscope.matching.index import SearchIndex
+from copyscope.matching.verification import Verification
+from copyscope.pipeline.atomic import atomic_write
+from copyscope.pipeline.decode import DecodeError, image_size
+from copyscope.jobs.dedup_actions import ACTIONS, REFERENCE_PREFIX, PlanRow, execute_plan, read_plan, write_plan
+from copyscope.matching.grouping import FileInfo, Group, Link, exact_clusters, keeper_ranks, star_groups
+from copyscope.matching.pairs import Pairs, Scored, knn_pairs, score_pairs
+from copyscope.pipeline.verify_stage import verify_pairs, verify_stored
+from copyscope.pipeline.reports.dedup_report import write_report
+from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.pipeline.failures import read_failures_csv, write_failures_csv
+from copyscope.pipeline.files import list_images, relative_path
+from copyscope.jobs.index import index_folder
+from copyscope.pipeline.stages import LocalSpec
+from copyscope.pipeline.local_store import ReferenceFeatures
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.ray_runtime import ray_session
+from copyscope.pipeline.shards import ShardStore, file_stamp, plan_shards
 
 # A pair links two files when its geometric map has MIN_INLIERS inliers and its copy probability is
 # at least DEFAULT_THRESHOLD. Chosen on planted copies and near misses from ../shared/photos

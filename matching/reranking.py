@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import ray
-from tqdm import tqdm
 
-from matching.index import SearchIndex
-from matching.scoring import Calibration, background_level, normalise, stretch
-from pipeline.verify_stage import EVIDENCE_COLUMNS, VerifyActor
+from copyscope.matching.index import SearchIndex
+from copyscope.matching.scoring import Calibration, background_level, normalise, stretch
+from copyscope.matching.candidates import Candidates, QueryViews
 
 RERANK_MODES = ("none", "verify", "full")
 SCORE_NORMS = ("stretch", "subtract")
@@ -55,84 +53,6 @@ class RerankOptions:
         if self.score_norm == "subtract":
             return normalise(scores[:, None], level, self.beta)[:, 0]
         return stretch(scores[:, None], level)[:, 0]
-
-
-@dataclass(frozen=True)
-class QueryViews:
-    """Every view of every query: ids (Q,), view_query (V,) int query row of each view, view_box (V, 4),
-    vectors (V, D) float32; full (Q,) row of each query's whole-image view."""
-
-    ids: list[str]
-    view_query: np.ndarray
-    view_box: np.ndarray
-    vectors: np.ndarray
-    full: np.ndarray
-
-
-@dataclass
-class Candidates:
-    """Flat candidate pairs: query (P,) int row, reference (P,) int index row, global (P,) best score over
-    views, full (P,) score of the whole-image view (-inf if not retrieved by it), view (P,) int best view."""
-
-    query: np.ndarray
-    reference: np.ndarray
-    global_score: np.ndarray
-    full_score: np.ndarray
-    view: np.ndarray
-
-
-def gather_candidates(views: QueryViews, index: SearchIndex, k: int) -> Candidates:
-    """FAISS top-k of every view -> per (query, reference) the best score and view."""
-    scores, rows = index.search(views.vectors, k)
-    q = np.repeat(views.view_query, scores.shape[1])
-    v = np.repeat(np.arange(len(views.view_query)), scores.shape[1])
-    r, s = rows.ravel(), scores.ravel()
-    keep = r >= 0
-    q, v, r, s = q[keep], v[keep], r[keep], s[keep]
-    is_full = views.full[q] == v
-    order = np.lexsort((-s, r, q))  # per (query, reference), best score first
-    q, v, r, s, is_full = q[order], v[order], r[order], s[order], is_full[order]
-    first = np.ones(len(q), bool)
-    first[1:] = (q[1:] != q[:-1]) | (r[1:] != r[:-1])
-    group = np.cumsum(first) - 1
-    full = np.full(first.sum(), -np.inf, np.float32)
-    np.maximum.at(full, group[is_full], s[is_full])
-    return Candidates(q[first], r[first], s[first], full, v[first])
-
-
-def top_per_query(query: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the n best-scored rows of each query (rows grouped in any order)."""
-    order = np.lexsort((-score, query))
-    q = query[order]
-    start = np.searchsorted(q, q, side="left")
-    rank = np.arange(len(q)) - start
-    return order[rank < n]
-
-
-def verify_candidates(pairs_query: list[str], pairs_reference: list[str], local: dict, index_dir: str,
-                      fingerprint: dict, opts: RerankOptions, progress: bool) -> dict:
-    """Run the Ray verify stage -> {(query, reference): evidence dict}. local: query id -> LocalFeatures."""
-    by_query: dict[str, list[str]] = {}
-    for q, r in zip(pairs_query, pairs_reference):
-        by_query.setdefault(q, []).append(r)
-    rows = [{"query": q, "candidates": "\n".join(refs), "kp": local[q].keypoints, "desc": local[q].descriptors,
-             "size": np.asarray(local[q].image_size, np.int32)} for q, refs in by_query.items()]
-    evidence: dict[tuple[str, str], dict] = {}
-    if not rows:
-        return evidence
-    workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * workers))
-    ds = ds.map_batches(VerifyActor, batch_size=4, batch_format="numpy", num_cpus=1,
-                        fn_constructor_kwargs={"index_dir": str(index_dir), "fingerprint": fingerprint,
-                                               "geometry": opts.geometry},
-                        compute=ray.data.ActorPoolStrategy(size=workers))
-    with tqdm(total=len(pairs_query), desc="verify", unit="pair", disable=not progress) as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for i, (q, r) in enumerate(zip(batch["query"], batch["reference"])):
-                evidence[(str(q), str(r))] = {c: batch[c][i].item() for c in EVIDENCE_COLUMNS} | {
-                    "query_box": batch["query_box"][i].tolist(), "reference_box": batch["reference_box"][i].tolist()}
-            bar.update(len(batch["query"]))
-    return evidence
 
 
 def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict],

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from matching.verification import Verification
-from pipeline.atomic import atomic_write
+from copyscope.matching.verification import Verification
+from copyscope.pipeline.atomic import atomic_write
 
 GAP = 8
 CAPTION_HEIGHT = 26
@@ -99,8 +99,8 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
 def show_pair(query_path: str | os.PathLike, reference_path: str | os.PathLike, out_png: str | os.PathLike, *,
               method: str = "rootsift") -> Verification:
     """Decode two image files, verify them, and draw the pair to `out_png`; returns the Verification."""
-    from matching.verification import verify_images
-    from pipeline.decode import decode_image
+    from copyscope.matching.verification import verify_images
+    from copyscope.pipeline.decode import decode_image
 
     query, reference = decode_image(query_path), decode_image(reference_path)
     verification = verify_images(query, reference, method)

@@ -11,13 +11,13 @@ from typing import Callable
 from PIL import Image
 from tqdm import tqdm
 
-from matching.verification import Verification
-from pipeline.atomic import atomic_write
-from pipeline.decode import DecodeError, decode_image
-from pipeline.dedup.actions import REFERENCE_PREFIX
-from pipeline.dedup.grouping import Group, Link
-from pipeline.evaluation import thumbnail_data_uri
-from pipeline.pair_drawing import draw_pair
+from copyscope.matching.verification import Verification
+from copyscope.pipeline.atomic import atomic_write
+from copyscope.pipeline.decode import DecodeError, decode_image
+from copyscope.jobs.dedup_actions import REFERENCE_PREFIX
+from copyscope.matching.grouping import Group, Link
+from copyscope.jobs.evaluate import thumbnail_data_uri
+from copyscope.pipeline.reports.pair_drawing import draw_pair
 
 DRAWING_SIZE = 640
 _UNREADABLE = (OSError, ValueError, DecodeError, Image.DecompressionBombError)

@@ -16,21 +16,22 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from descriptors import PreprocessCfg
-from matching.index import SearchIndex
-from matching.local_features import LocalFeatures
-from pipeline.atomic import atomic_write
-from pipeline.embedding import EmbedSettings, embed_rows
-from pipeline.failures import Failure, write_failures_csv
-from pipeline.files import list_images, relative_path
-from pipeline.formats import write_matches
-from pipeline.model_spec import ModelSpec
-from pipeline.ray_runtime import ray_session
-from pipeline.reranking import (
-    FEATURES, QueryViews, RerankOptions, directional_scores, gather_candidates, pair_features,
-    query_background_level, top_per_query, verify_candidates,
+from copyscope.descriptors import PreprocessCfg
+from copyscope.matching.index import SearchIndex
+from copyscope.matching.local_features import LocalFeatures
+from copyscope.pipeline.atomic import atomic_write
+from copyscope.pipeline.embedding import EmbedSettings, embed_rows
+from copyscope.pipeline.failures import Failure, write_failures_csv
+from copyscope.pipeline.files import list_images, relative_path
+from copyscope.pipeline.formats import write_matches
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.ray_runtime import ray_session
+from copyscope.matching.candidates import QueryViews, gather_candidates, top_per_query
+from copyscope.matching.reranking import (
+    FEATURES, RerankOptions, directional_scores, pair_features, query_background_level,
 )
-from pipeline.stages import LocalSpec, PrepareOptions, row_local_features
+from copyscope.pipeline.verify_stage import verify_candidates
+from copyscope.pipeline.stages import LocalSpec, PrepareOptions, row_local_features
 
 
 @dataclass(frozen=True)

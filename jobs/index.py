@@ -20,15 +20,15 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from matching.index import IndexParams, SearchIndex
-from pipeline.atomic import atomic_write
-from pipeline.embedding import EmbedSettings, embed_rows
-from pipeline.failures import Failure, write_failures_csv
-from pipeline.files import list_images, relative_path
-from pipeline.model_spec import ModelSpec
-from pipeline.ray_runtime import ray_session
-from pipeline.shards import PlannedShard, Shard, ShardStore, plan_shards
-from pipeline.stages import LocalSpec, PrepareOptions, row_local_features
+from copyscope.matching.index import IndexParams, SearchIndex
+from copyscope.pipeline.atomic import atomic_write
+from copyscope.pipeline.embedding import EmbedSettings, embed_rows
+from copyscope.pipeline.failures import Failure, write_failures_csv
+from copyscope.pipeline.files import list_images, relative_path
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.ray_runtime import ray_session
+from copyscope.pipeline.shards import PlannedShard, Shard, ShardStore, plan_shards
+from copyscope.pipeline.stages import LocalSpec, PrepareOptions, row_local_features
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from pipeline.atomic import atomic_write
-from pipeline.shards import file_stamp
+from copyscope.pipeline.atomic import atomic_write
+from copyscope.pipeline.shards import file_stamp
 
 ACTIONS = ("report", "move", "hardlink", "delete")
 REFERENCE_PREFIX = "index:"

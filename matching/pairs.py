@@ -1,19 +1,16 @@
-"""Candidate pairs of a dedup: a FAISS kNN self-join (and a join against a reference index), verified
-on Ray and scored with the re-ranking calibration. Memory grows with N * k, never N * N."""
+"""Candidate pairs of a dedup: a FAISS kNN self-join (and a join against a reference index), scored
+with the re-ranking calibration once verified. Memory grows with N * k, never N * N."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from matching.index import SearchIndex
-from matching.local_features import LocalFeatures
-from pipeline.reranking import (
-    Candidates, RerankOptions, directional_scores, pair_features, verify_candidates,
-)
+from copyscope.matching.index import SearchIndex
+from copyscope.matching.candidates import Candidates
+from copyscope.matching.reranking import RerankOptions, directional_scores, pair_features
 
 
 @dataclass(frozen=True)
@@ -74,41 +71,6 @@ def _tail_mean(scores: np.ndarray, tail: int) -> np.ndarray:
     total = np.where(take, scores, 0).sum(axis=1)
     return (total / np.maximum(take.sum(axis=1), 1)).astype(np.float32)
 
-
-def verify_pairs(pairs: Pairs, query_ids: list[str], reference_ids: list[str], query_shard: np.ndarray,
-                 load_local: Callable[[int], dict[str, LocalFeatures]], index_dir: str, fingerprint: dict,
-                 *, chunk_pairs: int = 50_000, progress: bool = False) -> list[dict]:
-    """Verify each pair (query row a, reference row b of the index in `index_dir`) -> (P,) evidence dicts.
-
-    query_shard: (Nq,) shard of each query row; load_local(shard) -> {id: LocalFeatures} of that
-    shard. Pairs are verified a few query shards at a time, so query features stay bounded in memory.
-    """
-    evidence: list[dict] = [{} for _ in range(len(pairs))]
-    opts = RerankOptions(mode="verify")
-    for rows in _chunks_by_shard(query_shard[pairs.a], chunk_pairs):
-        local: dict[str, LocalFeatures] = {}
-        for shard in np.unique(query_shard[pairs.a[rows]]):
-            local.update(load_local(int(shard)))
-        qs = [query_ids[i] for i in pairs.a[rows]]
-        rs = [reference_ids[i] for i in pairs.b[rows]]
-        found = verify_candidates(qs, rs, local, index_dir, fingerprint, opts, progress)
-        for p, q, r in zip(rows, qs, rs):
-            evidence[p] = found[(q, r)]
-    return evidence
-
-
-def _chunks_by_shard(shard_of_pair: np.ndarray, chunk_pairs: int) -> list[np.ndarray]:
-    """Pair indices grouped by whole query shards, about `chunk_pairs` pairs a chunk."""
-    order = np.argsort(shard_of_pair, kind="stable")
-    _, counts = np.unique(shard_of_pair[order], return_counts=True)
-    chunks, start = [], 0
-    for end in np.cumsum(counts):
-        if end - start >= chunk_pairs:
-            chunks.append(order[start:end])
-            start = end
-    if start < len(order):
-        chunks.append(order[start:])
-    return chunks
 
 
 @dataclass(frozen=True)

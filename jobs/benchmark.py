@@ -29,12 +29,12 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.atomic import atomic_write
-from pipeline.augment import Chain, chain_shape, sample_chain
-from pipeline.augment.stage import PhotoPool, apply_chains_local, apply_chains_ray, encode_jpeg
-from pipeline.decode import DecodeError
-from pipeline.failures import Failure
-from pipeline.files import list_images
+from copyscope.pipeline.atomic import atomic_write
+from copyscope.pipeline.augment import Chain, chain_shape, sample_chain
+from copyscope.pipeline.augment.stage import PhotoPool, apply_chains_local, apply_chains_ray, encode_jpeg
+from copyscope.pipeline.decode import DecodeError
+from copyscope.pipeline.failures import Failure
+from copyscope.pipeline.files import list_images
 
 QUALITY = 90
 QUERY_KINDS = ("crop", "geometric", "overlay", "paste", "screenshot", "meme", "photometric", "mixed")

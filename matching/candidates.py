@@ -1,0 +1,64 @@
+"""Candidate gathering: every view of every query searched with FAISS -> one row per (query, reference).
+
+    views (Q queries x V views) --FAISS top-k--> (query, reference) pairs with the best score over views
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from copyscope.matching.index import SearchIndex
+
+
+@dataclass(frozen=True)
+class QueryViews:
+    """Every view of every query: ids (Q,), view_query (V,) int query row of each view, view_box (V, 4),
+    vectors (V, D) float32; full (Q,) row of each query's whole-image view."""
+
+    ids: list[str]
+    view_query: np.ndarray
+    view_box: np.ndarray
+    vectors: np.ndarray
+    full: np.ndarray
+
+
+@dataclass
+class Candidates:
+    """Flat candidate pairs: query (P,) int row, reference (P,) int index row, global (P,) best score over
+    views, full (P,) score of the whole-image view (-inf if not retrieved by it), view (P,) int best view."""
+
+    query: np.ndarray
+    reference: np.ndarray
+    global_score: np.ndarray
+    full_score: np.ndarray
+    view: np.ndarray
+
+
+def gather_candidates(views: QueryViews, index: SearchIndex, k: int) -> Candidates:
+    """FAISS top-k of every view -> per (query, reference) the best score and view."""
+    scores, rows = index.search(views.vectors, k)
+    q = np.repeat(views.view_query, scores.shape[1])
+    v = np.repeat(np.arange(len(views.view_query)), scores.shape[1])
+    r, s = rows.ravel(), scores.ravel()
+    keep = r >= 0
+    q, v, r, s = q[keep], v[keep], r[keep], s[keep]
+    is_full = views.full[q] == v
+    order = np.lexsort((-s, r, q))  # per (query, reference), best score first
+    q, v, r, s, is_full = q[order], v[order], r[order], s[order], is_full[order]
+    first = np.ones(len(q), bool)
+    first[1:] = (q[1:] != q[:-1]) | (r[1:] != r[:-1])
+    group = np.cumsum(first) - 1
+    full = np.full(first.sum(), -np.inf, np.float32)
+    np.maximum.at(full, group[is_full], s[is_full])
+    return Candidates(q[first], r[first], s[first], full, v[first])
+
+
+def top_per_query(query: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n best-scored rows of each query (rows grouped in any order)."""
+    order = np.lexsort((-score, query))
+    q = query[order]
+    start = np.searchsorted(q, q, side="left")
+    rank = np.arange(len(q)) - start
+    return order[rank < n]

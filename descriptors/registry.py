@@ -10,6 +10,7 @@ import importlib
 from typing import Callable
 
 from copyscope.descriptors.base import Descriptor
+from copyscope.descriptors.errors import UserError
 
 _FACTORIES: dict[str, Callable[..., Descriptor]] = {}
 _FAMILY_ARG = "<architecture>"
@@ -67,10 +68,10 @@ def create_descriptor(
     if sep:
         factory = _lookup(f"{family}:{_FAMILY_ARG}")
         if factory is None or not arch:
-            raise ValueError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
+            raise UserError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
         kwargs["arch"] = arch
     else:
         factory = _lookup(name)
         if factory is None:
-            raise ValueError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
+            raise UserError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
     return factory(weights=weights, device=device, num_threads=num_threads, **kwargs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from copyscope.descriptors.errors import UserError
+
 
 def cuda_available() -> bool:
     """True when torch sees a GPU. Without an NVIDIA driver, answers without importing torch (~1.5 s)."""
@@ -22,6 +24,6 @@ def resolve_device(requested: str = "auto") -> str:
         return "cpu"
     if requested.startswith("cuda"):
         if not cuda_available():
-            raise RuntimeError(f"--device {requested} asked for, but no GPU is visible")
+            raise UserError(f"--device {requested} asked for, but no GPU is visible")
         return requested
-    raise ValueError(f"unknown device {requested!r}; use auto, cpu or cuda[:N]")
+    raise UserError(f"unknown device {requested!r}; use auto, cpu or cuda[:N]")

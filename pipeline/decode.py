@@ -21,6 +21,8 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from copyscope.descriptors.errors import UserError
+
 DEFAULT_MAX_PIXELS = 64_000_000
 # Formats Pillow may open (JPEG covers MPO); others (EPS, PDF, PSD, ...) are "not an image".
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -39,7 +41,7 @@ _PIL_ERRORS = (
 Source = str | os.PathLike | bytes
 
 
-class DecodeError(ValueError):
+class DecodeError(UserError):
     """An input that cannot be decoded; `.reason` says why in a few words."""
 
     def __init__(self, reason: str):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from copyscope.descriptors.errors import UserError
 from copyscope.pipeline.atomic import atomic_write
 
 MATCH_FIELDS = ("query_id", "reference_id", "score")
@@ -26,7 +27,7 @@ GROUND_TRUTH_FIELDS = ("query_id", "reference_id")
 QUERY_META_FIELDS = ("query_id", "kind")
 
 
-class FormatError(ValueError):
+class FormatError(UserError):
     """A malformed CSV file: `path`, 1-based `line` and the `reason`."""
 
     def __init__(self, path: str | os.PathLike, line: int, reason: str):

@@ -2,7 +2,8 @@
 
 from copyscope.descriptors.base import Descriptor
 from copyscope.descriptors.preprocess import PreprocessCfg, resize_image
-from copyscope.descriptors.registry import create_descriptor, list_descriptors, register_descriptor
+from copyscope.descriptors.registry import (create_descriptor, descriptor_backend, list_descriptors,
+                                            register_descriptor)
 
-__all__ = ["Descriptor", "PreprocessCfg", "create_descriptor", "list_descriptors", "register_descriptor",
-           "resize_image"]
+__all__ = ["Descriptor", "PreprocessCfg", "create_descriptor", "descriptor_backend", "list_descriptors",
+           "register_descriptor", "resize_image"]

@@ -18,8 +18,14 @@ class Descriptor(abc.ABC):
     different sizes (aspect-preserving resize) are grouped by size and run in chunks of `max_batch`.
     """
 
-    def __init__(self, name: str, cfg: PreprocessCfg, *, weights: str | None = None, max_batch: int = 32):
+    # Which device families the model's runtime can use: "onnx" (onnxruntime) or "torch". A job asks
+    # `copyscope.jobs.device.resolve_device(requested, backend)` for a device this runtime really has.
+    backend: str = "torch"
+
+    def __init__(self, name: str, cfg: PreprocessCfg, *, weights: str | None = None, max_batch: int = 32,
+                 seed: int | None = None):
         self.name = name
+        self.seed = seed  # seed of a random initialisation (weights=None), None when weights were loaded
         self.cfg = cfg
         self.weights = weights
         self.max_batch = max_batch
@@ -30,7 +36,10 @@ class Descriptor(abc.ABC):
 
     def spec(self) -> dict:
         """What an index manifest records so a query is embedded exactly like its references."""
-        return {"name": self.name, "weights": self.weights, "preprocess": self.cfg.to_dict()}
+        spec = {"name": self.name, "weights": self.weights, "preprocess": self.cfg.to_dict()}
+        if self.seed is not None:
+            spec["seed"] = self.seed
+        return spec
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Sequence of (H, W, 3) uint8 RGB, any sizes -> (B, D) float32."""

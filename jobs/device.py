@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from copyscope.descriptors.errors import UserError
 from copyscope.descriptors.registry import BACKENDS
 
 
@@ -48,13 +49,13 @@ def _cuda_index(device: str) -> int | None:
     """"cuda" -> None, "cuda:N" -> N; anything else is a ValueError."""
     head, sep, index = device.partition(":")
     if head != "cuda" or (sep and not index.isdigit()):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
     return int(index) if sep else None
 
 
 def resolve_device(requested: str = "auto", backend: str = "torch") -> str:
     """The device `backend` will really use: "auto" -> "cuda" when it can use a GPU, else "cpu";
-    "cpu" is kept; "cuda[:N]" is kept when it can, else a RuntimeError saying why.
+    "cpu" is kept; "cuda[:N]" is kept when it can, else a UserError saying why.
 
     N counts the GPUs this process sees (its CUDA_VISIBLE_DEVICES), as torch and onnxruntime do.
     """
@@ -68,12 +69,12 @@ def resolve_device(requested: str = "auto", backend: str = "torch") -> str:
     if not cuda_available(backend):
         why = ("this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)" if backend == "onnx"
                and nvidia_driver_present() else "no GPU is visible")
-        raise RuntimeError(f"--device {requested} asked for, but {why}")
+        raise UserError(f"--device {requested} asked for, but {why}")
     if index is not None and backend == "torch":
         import torch
 
         if index >= torch.cuda.device_count():
-            raise RuntimeError(f"--device {requested} asked for, but only {torch.cuda.device_count()} GPU(s) "
+            raise UserError(f"--device {requested} asked for, but only {torch.cuda.device_count()} GPU(s) "
                                "are visible")
     return requested
 
@@ -101,6 +102,6 @@ def ray_visible_devices(device: str) -> str | None:
         return str(index)
     entries = [e.strip() for e in visible.split(",") if e.strip()]
     if index >= len(entries):
-        raise RuntimeError(f"device {device!r} asked for, but CUDA_VISIBLE_DEVICES={visible!r} lists "
+        raise UserError(f"device {device!r} asked for, but CUDA_VISIBLE_DEVICES={visible!r} lists "
                            f"{len(entries)} GPU(s)")
     return entries[index]

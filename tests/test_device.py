@@ -7,6 +7,7 @@ import types
 import pytest
 
 from copyscope.descriptors import descriptor_backend
+from copyscope.descriptors.errors import UserError
 from copyscope.jobs import device as dev
 
 
@@ -24,16 +25,16 @@ def gpu_machine(monkeypatch):
 def test_descriptor_families_declare_their_backend():
     assert descriptor_backend("sscd") == descriptor_backend("sscd_distilled") == "onnx"
     assert descriptor_backend("timm:resnet18") == descriptor_backend("sscd_torchscript") == "torch"
-    with pytest.raises(ValueError, match="unknown descriptor"):
+    with pytest.raises(UserError, match="unknown descriptor"):
         descriptor_backend("resnet")
-    with pytest.raises(ValueError, match="unknown descriptor"):
+    with pytest.raises(UserError, match="unknown descriptor"):
         descriptor_backend("timm:")
 
 
 def test_auto_with_cpu_onnxruntime_stays_on_cpu_for_onnx_models(gpu_machine):
     assert dev.resolve_device("auto", "torch") == "cuda"
     assert dev.resolve_device("auto", "onnx") == "cpu"  # before the fix: "cuda", then the actors failed
-    with pytest.raises(RuntimeError, match="no CUDAExecutionProvider"):
+    with pytest.raises(UserError, match="no CUDAExecutionProvider"):
         dev.resolve_device("cuda", "onnx")
     gpu_machine.insert(0, "CUDAExecutionProvider")  # onnxruntime-gpu
     assert dev.resolve_device("auto", "onnx") == "cuda"
@@ -43,10 +44,10 @@ def test_auto_with_cpu_onnxruntime_stays_on_cpu_for_onnx_models(gpu_machine):
 def test_explicit_devices_are_checked(gpu_machine):
     assert dev.resolve_device("cpu", "onnx") == dev.resolve_device("cpu", "torch") == "cpu"
     assert dev.resolve_device("cuda:1", "torch") == "cuda:1"
-    with pytest.raises(RuntimeError, match="only 2 GPU"):
+    with pytest.raises(UserError, match="only 2 GPU"):
         dev.resolve_device("cuda:2", "torch")
     for bad in ("gpu", "cuda:x", "cuda:"):
-        with pytest.raises(ValueError, match="unknown device"):
+        with pytest.raises(UserError, match="unknown device"):
             dev.resolve_device(bad, "torch")
     with pytest.raises(ValueError, match="unknown backend"):
         dev.resolve_device("auto", "tensorflow")
@@ -57,7 +58,7 @@ def test_no_driver_answers_cpu_without_importing_a_runtime(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # importing either would raise ImportError
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert dev.resolve_device("auto", "torch") == dev.resolve_device("auto", "onnx") == "cpu"
-    with pytest.raises(RuntimeError, match="no GPU is visible"):
+    with pytest.raises(UserError, match="no GPU is visible"):
         dev.resolve_device("cuda:0", "onnx")
 
 
@@ -69,5 +70,5 @@ def test_a_ray_gpu_actor_sees_its_gpu_as_cuda0(monkeypatch):
     assert dev.ray_visible_devices("cuda") is None and dev.ray_visible_devices("cpu") is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")  # the job itself was already narrowed
     assert dev.ray_visible_devices("cuda:1") == "6"
-    with pytest.raises(RuntimeError, match="lists 2 GPU"):
+    with pytest.raises(UserError, match="lists 2 GPU"):
         dev.ray_visible_devices("cuda:2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from copyscope.pipeline.failures import Failure
 
@@ -51,6 +52,17 @@ def list_images(root: str | os.PathLike) -> ImageListing:
         else:
             kept[iid] = path
     return ImageListing(entries=sorted(kept.items()), failures=failures)
+
+
+def find_image(folder: str | os.PathLike, image_id: str) -> Path | None:
+    """The file of `image_id` (a path relative to folder, without extension) trying IMAGE_EXTENSIONS in
+    lower and upper case, or None; an id that leads outside `folder` (`../x`) finds nothing."""
+    root = os.path.normpath(folder)
+    for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+        path = os.path.normpath(os.path.join(root, image_id + ext))
+        if path.startswith(root + os.sep) and os.path.isfile(path):
+            return Path(path)
+    return None
 
 
 def _walk(root: str, failures: list[Failure]) -> list[str]:

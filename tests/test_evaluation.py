@@ -9,7 +9,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from copyscope.jobs.evaluate import evaluate, find_image
+from copyscope.jobs.evaluate import evaluate
+from copyscope.pipeline.files import find_image
 from copyscope.pipeline.formats import FormatError
 
 ODD_ID = "Q4 <b>&\"'"  # ids may hold any character; this one has no image

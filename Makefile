@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # pip takes them locally instead of downloading.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test bench clean
+.PHONY: install demo test bench clean
 
 install:
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,10 @@ install:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "no chromium: the report screenshot test will be skipped"
+
+# The whole pipeline on photos that ship with the packages, about a minute; writes ./copyscope-demo/.
+demo:
+	RAY_AUTH_MODE=disabled $(BIN)/copyscope demo --out copyscope-demo
 
 test:
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q tests

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from dataclasses import asdict
 
+from copyscope.descriptors.errors import UserError
 from copyscope.jobs.device import resolve_device
+from copyscope.jobs.examples import attach_examples
 from copyscope.matching.index import INDEX_TYPES, IndexParams
 from copyscope.matching.local_features import LOCAL_METHODS
 from copyscope.jobs.dedup import DEFAULT_THRESHOLD, MIN_INLIERS
@@ -17,8 +20,6 @@ from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.matching.reranking import RERANK_MODES, SCORE_NORMS, RerankOptions
 
-# Errors a user can cause and fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, RuntimeError, ImportError)
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +38,8 @@ def _settings(args, device: str) -> EmbedSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="copyscope", description="Find edited copies of reference images.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error (anywhere in the line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="embed a folder of reference images and build a FAISS index")
@@ -109,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-queries", type=int, default=None, help="default: 40 %% of the photos, half of them copies")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("demo", help="the whole pipeline on photos that ship with the packages (about a minute)")
+    p.add_argument("--out", default="copyscope-demo", help="folder to write (default ./copyscope-demo)")
+    p.add_argument("--small", action="store_true", help="4 references and 4 queries (a quick check)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
+
+    p = sub.add_parser("doctor", help="versions, devices, Ray address and model files; the fix for what is missing")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    attach_examples(parser)
     return parser
 
 
@@ -178,6 +191,76 @@ def run_show(args) -> dict:
             "mirrored": v.mirrored, "reason": v.reason}
 
 
+def run_demo(args) -> int:
+    from copyscope.jobs.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def run_doctor(args) -> int:
+    from copyscope.jobs.doctor import diagnose, format_report
+
+    report = diagnose()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 1 if report["problems"] else 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("copyscope")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def check_inputs(args) -> None:
+    """Fail in one line, saying what to do, when an input folder, file or index does not exist."""
+    from pathlib import Path
+
+    def folder(path, what):
+        if not Path(path).is_dir():
+            raise UserError(f"no folder {path}: give a folder of {what}" if not Path(path).exists() else
+                            f"{path} is a file: give a folder of {what}")
+
+    def file(path, what):
+        if not Path(path).is_file():
+            raise UserError(f"no file {path}: give {what}")
+
+    def index(path, option):
+        if not (Path(path) / "manifest.json").is_file():
+            problem = f"no index at {path}" if not Path(path).exists() else f"{path} is not an index (no manifest.json)"
+            raise UserError(f"{problem}: build one with `copyscope index REF_DIR --out {path}`"
+                            + (" --local-features none" if option == "--background" else "") + f", then pass {option}")
+
+    command = args.command
+    if command == "index" and args.ref_dir is not None:
+        folder(args.ref_dir, "reference images")
+    elif command == "match":
+        if args.query_dir is not None:
+            folder(args.query_dir, "query images")
+        index(args.index, "--index")
+        if args.background:
+            index(args.background, "--background")
+    elif command == "dedup":
+        folder(args.folder, "images to dedup")
+        if args.index:
+            index(args.index, "--index")
+    elif command == "evaluate":
+        file(args.gt_csv, "a ground truth CSV (query_id,reference_id), e.g. BENCH/ground_truth.csv")
+        file(args.pred_csv, "a matches CSV (query_id,reference_id,score) written by `copyscope match`")
+        if args.meta:
+            file(args.meta, "a query_meta.csv (query_id,kind,...), e.g. BENCH/query_meta.csv")
+    elif command == "show":
+        file(args.query, "a query image")
+        file(args.reference, "a reference image")
+    elif command == "benchmark":
+        folder(args.photos_dir, "photos")
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"{out} is not empty: give a new folder with --out")
+
+
 def gpu_search_available() -> bool:
     from copyscope.matching.index import gpu_available
 
@@ -185,16 +268,26 @@ def gpu_search_available() -> bool:
 
 
 COMMANDS = {"index": run_index, "match": run_match, "evaluate": run_evaluate, "benchmark": run_benchmark_make,
-            "show": run_show, "dedup": run_dedup}
+            "show": run_show, "dedup": run_dedup, "demo": run_demo, "doctor": run_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; -> exit code. A UserError prints one line (its traceback too with --debug) and gives 1;
+    any other exception is a bug and propagates with its traceback. A command returns its JSON summary (printed)
+    or, having printed its own output, an exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
+        check_inputs(args)
         summary = COMMANDS[args.command](args)
-    except USER_ERRORS as e:
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
         print(f"copyscope {args.command}: error: {e}", file=sys.stderr)
         return 1
+    if isinstance(summary, int):
+        return summary
     print(json.dumps(summary))
     return 0
 

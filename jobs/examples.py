@@ -1,0 +1,60 @@
+"""Examples that end each command's `--help` (argparse epilogs): one or two real command lines each.
+
+Keyed by the command as typed after `copyscope` ("benchmark make" for a nested one). `attach_examples`
+puts them on a built parser; tests check that every command has one.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLES: dict[str, str] = {
+    "index": """\
+examples:
+  copyscope index photos/ --out refs.idx                  # SSCD descriptors + RootSIFT features, flat index
+  copyscope index photos/ --out refs.idx --index-type hnsw --model sscd_distilled   # faster model, ANN index""",
+    "match": """\
+examples:
+  copyscope match uploads/ --index refs.idx --out matches.csv          # full re-ranking (default)
+  copyscope match uploads/ --index refs.idx --out matches.csv --rerank none --k 5 --explain evidence.jsonl""",
+    "evaluate": """\
+examples:
+  copyscope evaluate bench/ground_truth.csv matches.csv --out eval/ --meta bench/query_meta.csv
+  # then open eval/report.html (metrics, PR curve, misses, false positives)""",
+    "show": """\
+examples:
+  copyscope show uploads/meme.jpg photos/cat.jpg --out pair.png       # inliers and matched regions drawn
+  copyscope show query.png reference.png --out pair.png --local-features orb""",
+    "dedup": """\
+examples:
+  copyscope dedup photos/ --out dedup/               # report only: dedup/groups.json, plan.csv, report.html
+  copyscope dedup photos/ --out dedup/ --action move --move-to dupes/   # move every copy, keep the largest""",
+    "benchmark": """\
+examples:
+  copyscope benchmark make ../shared/photos --out bench/ --n-references 200 --n-queries 200""",
+    "benchmark make": """\
+examples:
+  copyscope benchmark make ../shared/photos --out bench/              # 40 % references, 40 % queries
+  copyscope benchmark make photos/ --out bench/ --n-references 50 --n-queries 40 --seed 1""",
+    "demo": """\
+examples:
+  copyscope demo                     # about a minute: writes ./copyscope-demo/ and prints the results
+  copyscope demo --out /tmp/demo     # somewhere else (an earlier demo there is replaced)""",
+    "doctor": """\
+examples:
+  copyscope doctor                   # versions, devices, Ray address, model files; exit 1 with the fix
+  copyscope doctor --json            # the same as one JSON object""",
+}
+
+
+def attach_examples(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Set the epilog of every (nested) subcommand of `parser` that has examples, keeping their line breaks."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for name, sub in action.choices.items():
+            key = f"{prefix}{name}"
+            if key in EXAMPLES:
+                sub.epilog = EXAMPLES[key]
+                sub.formatter_class = argparse.RawDescriptionHelpFormatter
+            attach_examples(sub, f"{key} ")

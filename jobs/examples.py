@@ -1,6 +1,7 @@
 """Examples that end each command's `--help` (argparse epilogs): one or two real command lines each.
 
-Keyed by the command as typed after `copyscope` ("benchmark make" for a nested one). `attach_examples`
+Keyed by the command as typed after `copyscope` ("benchmark make" for a nested one; "copyscope" itself
+for the top-level help). `attach_examples`
 puts them on a built parser; tests check that every command has one.
 """
 
@@ -9,6 +10,11 @@ from __future__ import annotations
 import argparse
 
 EXAMPLES: dict[str, str] = {
+    "copyscope": """\
+examples:
+  copyscope demo                                         # the whole pipeline on packaged photos, about a minute
+  copyscope index photos/ --out refs.idx && copyscope match uploads/ --index refs.idx --out matches.csv
+  copyscope doctor                                       # what it found: versions, devices, models""",
     "index": """\
 examples:
   copyscope index photos/ --out refs.idx                  # SSCD descriptors + RootSIFT features, flat index
@@ -48,7 +54,11 @@ examples:
 
 
 def attach_examples(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """Set the epilog of every (nested) subcommand of `parser` that has examples, keeping their line breaks."""
+    """Set the epilog of `parser` (the top-level one: key "copyscope") and of every (nested) subcommand that has
+    examples, keeping their line breaks."""
+    if not prefix and "copyscope" in EXAMPLES:
+        parser.epilog = EXAMPLES["copyscope"]
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
     for action in parser._actions:
         if not isinstance(action, argparse._SubParsersAction):
             continue

@@ -86,14 +86,23 @@ def test_every_command_help_ends_with_examples():
         assert EXAMPLES[name].splitlines()[1] in text.splitlines()
 
 
+def test_top_level_help_ends_with_examples(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--version" in out and "--debug" in out
+    assert out.rstrip().endswith(EXAMPLES["copyscope"].splitlines()[-1])
+
+
 def test_examples_parse():
     """Every example line is a command line the parser accepts."""
     parser = cli.build_parser()
     for text in EXAMPLES.values():
         for line in text.splitlines()[1:]:
-            command = line.split("#")[0].split()
-            if command and command[0] == "copyscope":
-                parser.parse_args(command[1:])
+            for part in line.split("#")[0].split("&&"):
+                command = part.split()
+                if command and command[0] == "copyscope":
+                    parser.parse_args(command[1:])
 
 
 def _one_line_error(capsys, argv, *expected):

@@ -86,18 +86,21 @@ def diagnose(disk_path: str | os.PathLike = ".") -> dict:
 def _devices(packages: dict, problems: list) -> dict:
     driver = os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
     devices: dict = {"nvidia_driver": driver}
-    try:
-        devices["auto"] = resolve_device("auto")
-    except Exception as e:  # torch present but broken with a driver present
-        devices["auto"] = "cpu"
-        problems.append((f"torch cannot query CUDA ({type(e).__name__}: {e})", "reinstall torch"))
+    # What `--device auto` gives each backend: onnx runs sscd / sscd_distilled, torch runs timm:<arch>.
+    devices["auto"] = {}
+    for backend in ("onnx", "torch"):
+        try:
+            devices["auto"][backend] = resolve_device("auto", backend)
+        except Exception as e:  # a backend present but broken while a driver is present
+            devices["auto"][backend] = "cpu"
+            problems.append((f"{backend} cannot query CUDA ({type(e).__name__}: {e})", f"reinstall {backend}"))
     if packages.get("onnxruntime") and "broken" not in packages["onnxruntime"]:
         import onnxruntime as ort
 
         providers = ort.get_available_providers()
         cuda = "CUDAExecutionProvider" in providers and driver
         devices["onnxruntime"] = {"device": "cuda" if cuda else "cpu", "providers": providers}
-        if devices["auto"].startswith("cuda") and not cuda:
+        if devices["auto"]["torch"].startswith("cuda") and not cuda:
             devices["warning"] = ("a GPU is visible but onnxruntime has no CUDA provider, so the sscd models run "
                                   "on the CPU; `pip install onnxruntime-gpu` to use the GPU")
     if not driver:
@@ -151,7 +154,8 @@ def format_report(d: dict) -> str:
     lines = [f"copyscope {d['copyscope']}  (python {d['python']}, {d['cpus']} CPUs)", "packages:"]
     lines += [f"  {name:16s}{version or 'MISSING'}" for name, version in d["packages"].items()]
     lines.append("devices:")
-    lines.append(f"  {'--device auto':16s}{dev['auto']}")
+    lines.append(f"  {'--device auto':16s}{dev['auto']['onnx']} for sscd (onnxruntime), "
+                 f"{dev['auto']['torch']} for timm:<arch> (torch)")
     if "onnxruntime" in dev:
         lines.append(f"  {'onnxruntime':16s}{dev['onnxruntime']['device']}  "
                      f"(providers: {', '.join(dev['onnxruntime']['providers'])})")
@@ -162,7 +166,8 @@ def format_report(d: dict) -> str:
         lines.append(f"  {'faiss':16s}{dev['faiss']['device']}  ({dev['faiss']['gpus']} GPUs)")
     ray = d["ray_address"]
     lines.append(f"{'ray':18s}" + (f"{ray} (from $RAY_ADDRESS)" if ray != "local" else
-                                    "local (each command starts a private Ray; --ray-address or $RAY_ADDRESS joins one)"))
+                                    "local (a command starts a private Ray when its batch needs one; --ray-address or "
+                                    "$RAY_ADDRESS joins a cluster)"))
     lines.append("models:")
     lines += [f"  {key:16s}{path or 'MISSING'}" for key, path in d["models"].items()]
     lines.append(f"{'disk':18s}{d['disk_free_gib']} GiB free in {d['disk_path']}")

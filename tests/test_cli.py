@@ -39,7 +39,8 @@ def test_doctor_reports_versions_devices_ray_and_models(capsys):
     assert report["copyscope"] == version("copyscope")
     assert {"torch", "timm", "onnxruntime", "faiss", "ray", "opencv", "kornia", "numpy"} <= set(report["packages"])
     assert all(report["packages"].values()), report["packages"]
-    assert report["devices"]["auto"] in ("cpu", "cuda")
+    assert set(report["devices"]["auto"]) == {"onnx", "torch"}
+    assert set(report["devices"]["auto"].values()) <= {"cpu", "cuda"}
     assert "CPUExecutionProvider" in report["devices"]["onnxruntime"]["providers"]
     assert report["devices"]["faiss"]["gpus"] >= 0 and "device" in report["devices"]["torch"]
     assert report["ray_address"] == (os.environ.get("RAY_ADDRESS") or "local")

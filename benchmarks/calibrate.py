@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/calibrate.py explain.jsonl:ground_truth.csv [more ...] [--holdout e.jsonl:gt.csv]
 
 Fits one logistic calibration on the labelled candidate pairs of every tuning set given (printed in
-FEATURES order for pipeline.reranking.DEFAULT_CALIBRATION), and the same fit without each feature,
+FEATURES order for matching.reranking.PACKAGED_CALIBRATIONS; with --out, written as the JSON that
+`copyscope index --calibration` takes), and the same fit without each feature,
 then prints micro-AP, recall at precision 0.9 and recall@1 of several scorings of each set's pairs,
 held-out sets (not fitted on) included.
 """
@@ -17,9 +18,10 @@ import json
 import numpy as np
 
 from copyscope.matching.metrics import compute_metrics
-from copyscope.matching.scoring import Calibration, fit_logistic
+from copyscope.matching.reranking import FEATURES, SCORE_NORMS
+from copyscope.matching.scoring import Calibration, FittedCalibration, fit_logistic
 from copyscope.pipeline.formats import read_ground_truth
-from copyscope.matching.reranking import FEATURES
+from copyscope.pipeline.index_files import read_manifest
 
 
 def load_set(spec: str):
@@ -44,7 +46,14 @@ def main() -> None:
     parser.add_argument("sets", nargs="+", help="explain.jsonl:ground_truth.csv")
     parser.add_argument("--holdout", nargs="*", default=[], help="explain.jsonl:ground_truth.csv, evaluated only")
     parser.add_argument("--l2", type=float, default=0.01, help="L2 penalty of the logistic fit")
+    parser.add_argument("--index", default=None, help="the index the explain files were matched against: its model "
+                        "and local features are what the calibration is fitted for")
+    parser.add_argument("--score-norm", default="stretch", choices=SCORE_NORMS)
+    parser.add_argument("--out", default=None, help="write the calibration here (JSON for `copyscope index "
+                        "--calibration`; needs --index)")
     args = parser.parse_args()
+    if args.out and not args.index:
+        parser.error("--out needs --index")
     sets = [load_set(s) for s in args.sets]
     held = [load_set(s) for s in args.holdout]
     x = np.concatenate([s[2] for s in sets])
@@ -52,14 +61,21 @@ def main() -> None:
     weights, bias = fit_logistic(x, y, l2=args.l2)
     print(f"{int(y.sum())} true pairs of {len(y)}; fitted weights ({', '.join(FEATURES)}):")
     print("  Calibration(weights=(" + ", ".join(f"{w:.3f}" for w in weights) + f"), bias={bias:.3f})")
+    if args.out:
+        manifest = read_manifest(args.index)
+        fitted = FittedCalibration(Calibration(tuple(round(float(w), 3) for w in weights), round(bias, 3)), FEATURES,
+                                   manifest["model"]["name"], manifest["local"], args.score_norm)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(fitted.to_dict(), f, indent=2)
+        print(f"wrote {args.out}")
     ablations = {f"without {f}": [i for i, g in enumerate(FEATURES) if g != f] for f in FEATURES}
     fits = {name: fit_logistic(x[:, keep], y, l2=args.l2) for name, keep in ablations.items()}
     for spec, (rows, gt, xs, _) in zip(args.sets + args.holdout, sets + held):
         print(spec)
-        full = np.array([-1.0 if r["full_image_score"] is None else r["full_image_score"] for r in rows])
-        report("global descriptor (whole image)", rows, gt, full)
-        report("global, best view (regions)", rows, gt, np.array([r["global_score"] for r in rows]))
-        report("stretched global, best view", rows, gt, xs[:, FEATURES.index("region")])
+        whole = np.array([-1.0 if r["whole_image_score"] is None else r["whole_image_score"] for r in rows])
+        report("global descriptor (whole image)", rows, gt, whole)
+        report("global, best view (regions)", rows, gt, np.array([r["best_view_score"] for r in rows]))
+        report("stretched global, best view", rows, gt, xs[:, FEATURES.index("best_view")])
         report("calibrated, all features", rows, gt, Calibration(tuple(weights), bias)(xs))
         for name, keep in ablations.items():
             w, b = fits[name]

@@ -12,7 +12,7 @@ from copyscope.descriptors.errors import UserError
 from copyscope.jobs.device import resolve_device
 from copyscope.jobs.examples import attach_examples
 from copyscope.matching.index import INDEX_TYPES, IndexParams
-from copyscope.matching.local_features import LOCAL_METHODS
+from copyscope.matching.local_features import LOCAL_METHODS, LocalSpec
 from copyscope.jobs.dedup import DEFAULT_THRESHOLD, MIN_INLIERS
 from copyscope.jobs.dedup_actions import ACTIONS
 from copyscope.matching.grouping import KEEP_RULES
@@ -28,6 +28,8 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per replica")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--ray", default="auto", choices=("auto", "on", "off"),
+                   help="run batch work on Ray: auto (for a few hundred images or more, or with an address), on, off")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="embed a folder of reference images and build a FAISS index")
-    p.add_argument("ref_dir")
+    p.add_argument("ref_dir", nargs="?", default=None, help="folder of reference images (or --descriptors)")
     p.add_argument("--out", required=True, help="index folder (re-running the same command resumes)")
     p.add_argument("--model", default="sscd", help="sscd, sscd_distilled, sscd_torchscript, timm:<arch>")
     p.add_argument("--weights", default=None, help="local weights file (or 'imagenet' for packaged timm weights)")
@@ -51,11 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-type", default="flat", choices=INDEX_TYPES)
     p.add_argument("--local-features", default="rootsift", choices=(*LOCAL_METHODS, "none"),
                    help="local features stored for verification at match time (default rootsift)")
-    p.add_argument("--shard-size", type=int, default=1000, help="images per resumable shard")
+    p.add_argument("--calibration", default=None,
+                   help="calibration JSON from benchmarks/calibrate.py (default: the packaged one, when it fits)")
+    p.add_argument("--descriptors", default=None,
+                   help="Parquet file or folder of precomputed embeddings (columns id, embedding) instead of images")
     _embed_args(p)
 
     p = sub.add_parser("match", help="match a folder of query images against an index")
-    p.add_argument("query_dir")
+    p.add_argument("query_dir", nargs="?", default=None, help="folder of query images (or --descriptors)")
     p.add_argument("--index", required=True, help="index folder made by `copyscope index`")
     p.add_argument("--out", required=True, help="matches CSV: query_id,reference_id,score")
     p.add_argument("--k", type=int, default=10, help="candidates per query")
@@ -68,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", type=int, default=12, help="sub-regions searched per query with --rerank full")
     p.add_argument("--verify-top", type=int, default=10, help="candidates verified per query")
     p.add_argument("--explain", default=None, help="write every match's evidence as JSON lines here")
+    p.add_argument("--descriptors", default=None,
+                   help="Parquet file or folder of precomputed query embeddings (columns id, embedding); --rerank none")
     _embed_args(p)
 
     p = sub.add_parser("evaluate", help="DISC2021 metrics of a matches CSV, with a PR curve and an HTML report")
@@ -100,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--move-to", default=None, help="where --action move puts copies (default OUT/moved)")
     p.add_argument("--yes", action="store_true", help="confirm --action delete")
     p.add_argument("--local-features", default="rootsift", choices=LOCAL_METHODS)
-    p.add_argument("--shard-size", type=int, default=1000, help="images per resumable shard")
     _embed_args(p)
 
     bench = sub.add_parser("benchmark", help="build DISC2021-style benchmarks")
@@ -126,34 +132,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_index(args) -> dict:
-    from copyscope.jobs.index import index_folder
-    from copyscope.pipeline.stages import LocalSpec
+    from copyscope.jobs.index import index_embeddings, index_folder
 
-    device = resolve_device(args.device)
     options = {"image_size": args.image_size} if args.image_size else {}
-    summary = index_folder(args.ref_dir, args.out, ModelSpec(args.model, args.weights, options),
-                           index_type=args.index_type, index_params=IndexParams(), settings=_settings(args, device),
+    spec = ModelSpec(args.model, args.weights, options)
+    if (args.ref_dir is None) == (args.descriptors is None):
+        raise UserError("give a folder of reference images, or --descriptors PATH (not both)")
+    if args.descriptors:
+        return asdict(index_embeddings(args.descriptors, args.out, spec, index_type=args.index_type))
+    device = resolve_device(args.device)
+    calibration = _read_calibration(args.calibration) if args.calibration else None
+    summary = index_folder(args.ref_dir, args.out, spec, index_type=args.index_type, index_params=IndexParams(),
+                           settings=_settings(args, device), calibration=calibration,
                            local=None if args.local_features == "none" else LocalSpec(args.local_features),
-                           shard_size=args.shard_size, ray_address=args.ray_address, progress=not args.quiet)
+                           ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 
 
-def run_match(args) -> dict:
-    from copyscope.jobs.match import match_folder
+def _read_calibration(path: str):
+    from copyscope.matching.scoring import FittedCalibration
 
+    try:
+        with open(path, encoding="utf-8") as f:
+            return FittedCalibration.from_dict(json.load(f))
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read the calibration {path}: {e}") from e
+
+
+def _use_ray(args) -> bool | None:
+    return {"auto": None, "on": True, "off": False}[args.ray]
+
+
+def run_match(args) -> dict:
+    from copyscope.jobs.match import match_embeddings_file, match_folder
+
+    if (args.query_dir is None) == (args.descriptors is None):
+        raise UserError("give a folder of query images, or --descriptors PATH (not both)")
+    if args.descriptors:
+        return asdict(match_embeddings_file(args.descriptors, args.index, args.out, k=args.k,
+                                            background_dir=args.background))
     device = resolve_device(args.device)
     summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(
                                mode=args.rerank, regions=args.regions, verify_top=args.verify_top,
                                score_norm=args.score_norm, beta=args.beta),
                            background_dir=args.background, explain_path=args.explain, settings=_settings(args, device),
                            use_gpu=device.startswith("cuda") and gpu_search_available(),
-                           ray_address=args.ray_address, progress=not args.quiet)
+                           ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 
 
 def run_dedup(args) -> dict:
     from copyscope.jobs.dedup import DedupOptions, dedup_folder
-    from copyscope.pipeline.stages import LocalSpec
 
     device = resolve_device(args.device)
     spec = ModelSpec(args.model, args.weights) if args.model else None
@@ -161,7 +190,7 @@ def run_dedup(args) -> dict:
                            k=args.k, index_type=args.index_type, move_to=args.move_to, yes=args.yes)
     summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index,
                            settings=_settings(args, device), local=LocalSpec(args.local_features),
-                           shard_size=args.shard_size, ray_address=args.ray_address, progress=not args.quiet)
+                           ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 
 

@@ -2,11 +2,11 @@
 around a keeper, write what was found and a plan, and carry the plan out.
 
 OUT_DIR/
-  index/           the folder's resumable descriptor shards and index (pipeline.indexing), pixel digests
+  index/           the folder's own index (jobs.index: incremental and resumable), with pixel digests
   groups.json      [[keeper, copy, ...], ...]: paths relative to the folder, references as "index:<id>"
   pairs.csv        a,b,score,verified,kind,global,inliers,coverage: exact pairs (to their keeper) and every candidate
                    pair (verified: min_inliers inliers and score >= threshold, the pair links two files)
-  plan.csv         one row per copy: what the action does to it (pipeline.dedup.actions.PlanRow)
+  plan.csv         one row per copy: what the action does to it (jobs.dedup_actions.PlanRow)
   plan.state.json  the plan being carried out: action, folder, status ("pending" until every row ran)
   actions.csv      path,action,outcome of the last executed plan
   report.html      groups as thumbnails with the evidence of each link (drawings in links/)
@@ -27,24 +27,26 @@ from typing import Callable
 
 import numpy as np
 
+from copyscope.descriptors.errors import UserError
+from copyscope.jobs.dedup_actions import ACTIONS, REFERENCE_PREFIX, PlanRow, execute_plan, read_plan, write_plan
+from copyscope.jobs.index import index_folder
+from copyscope.matching.grouping import FileInfo, Group, Link, exact_clusters, keeper_ranks, star_groups
 from copyscope.matching.index import SearchIndex
+from copyscope.matching.local_features import LocalSpec
+from copyscope.matching.pairs import Pairs, Scored, knn_pairs, score_pairs
+from copyscope.matching.reranking import RerankOptions
 from copyscope.matching.verification import Verification
 from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.decode import DecodeError, image_size
-from copyscope.jobs.dedup_actions import ACTIONS, REFERENCE_PREFIX, PlanRow, execute_plan, read_plan, write_plan
-from copyscope.matching.grouping import FileInfo, Group, Link, exact_clusters, keeper_ranks, star_groups
-from copyscope.matching.pairs import Pairs, Scored, knn_pairs, score_pairs
-from copyscope.pipeline.verify_stage import verify_pairs, verify_stored
-from copyscope.pipeline.reports.dedup_report import write_report
 from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.failures import read_failures_csv, write_failures_csv
-from copyscope.pipeline.files import list_images, relative_path
-from copyscope.jobs.index import index_folder
-from copyscope.pipeline.stages import LocalSpec
-from copyscope.pipeline.local_store import ReferenceFeatures
+from copyscope.pipeline.files import file_stamp, list_images, relative_path
+from copyscope.pipeline.index_files import CATALOG
 from copyscope.pipeline.model_spec import ModelSpec
-from copyscope.pipeline.ray_runtime import ray_session
-from copyscope.pipeline.shards import ShardStore, file_stamp, plan_shards
+from copyscope.pipeline.ray_runtime import choose_runner
+from copyscope.pipeline.reports.dedup_report import write_report
+from copyscope.pipeline.verify_stage import verify_catalog_pairs, verify_stored
 
 # A pair links two files when its geometric map has MIN_INLIERS inliers and its copy probability is
 # at least DEFAULT_THRESHOLD. Chosen on planted copies and near misses from ../shared/photos
@@ -76,9 +78,9 @@ class DedupOptions:
 
     def __post_init__(self):
         if self.action not in ACTIONS:
-            raise ValueError(f"unknown action {self.action!r}; known: {', '.join(ACTIONS)}")
+            raise UserError(f"unknown action {self.action!r}; known: {', '.join(ACTIONS)}")
         if self.action == "delete" and not self.yes:
-            raise ValueError("delete removes files for good: pass --yes to confirm")
+            raise UserError("delete removes files for good: pass --yes to confirm")
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,14 @@ class DedupSummary:
 
 @dataclass(frozen=True)
 class _Table:
-    """The folder's readable images: ids (N,), paths (N,) relative, vectors (N, D), digests (N,), shard (N,)."""
+    """The folder's readable images: ids (N,), paths (N,) relative, vectors (N, D), digests (N,), and
+    catalog_ids (N,) int64 of each in the folder's own index."""
 
     ids: list[str]
     paths: list[str]
     vectors: np.ndarray
     digests: list[str]
-    shard: np.ndarray
+    catalog_ids: np.ndarray
 
 
 def dedup_folder(
@@ -116,8 +119,8 @@ def dedup_folder(
     index_dir: str | os.PathLike | None = None,
     settings: EmbedSettings = EmbedSettings(),
     local: LocalSpec = LocalSpec(),
-    shard_size: int = 1000,
     ray_address: str | None = None,
+    use_ray: bool | None = None,
     progress: bool = True,
     on_row: Callable[[int], None] | None = None,
 ) -> DedupSummary:
@@ -132,14 +135,15 @@ def dedup_folder(
     root = str(Path(folder).resolve())
     if state.get("status") == "pending":
         if state["action"] != options.action or state["folder"] != root:
-            raise ValueError(f"{out} holds an unfinished {state['action']} plan of {state['folder']}: finish it "
+            raise UserError(f"{out} holds an unfinished {state['action']} plan of {state['folder']}: finish it "
                              f"with --action {state['action']} on that folder, or delete {out / 'plan.state.json'}")
         summary = DedupSummary(**json.loads((out / "summary.json").read_text(encoding="utf-8")))
         outcomes = _act(folder, out, options, on_row, progress)
         return _finish(out, replace(summary, outcomes=outcomes, resumed=True), start)
-    with ray_session(ray_address):
+    n_files = len(list_images(folder).entries)
+    with choose_runner(n_files, settings, ray_address, use_ray) as runner:
         groups, pairs_rows, failed, files, verify = _analyse(folder, out, spec, options, index_dir, settings, local,
-                                                            shard_size, progress)
+                                                            runner, progress, use_ray)
     rows = _plan_rows(folder, out, groups, options)
     _write_groups(out / "groups.json", groups)
     _write_pairs(out / "pairs.csv", pairs_rows)
@@ -151,7 +155,7 @@ def dedup_folder(
         action=options.action)
     _write_json(out / "summary.json", asdict(summary))
     counts = {k: v for k, v in asdict(summary).items() if k not in ("outcomes", "resumed", "seconds")}
-    write_report(out / "report.html", folder, groups, counts, verify=verify, max_groups=options.report_groups,
+    write_report(out / "report.html", folder, groups, counts, verify=verify, max_groups=options.report_groups, reference_prefix=REFERENCE_PREFIX,
                  progress=progress)
     outcomes = {}
     if options.action != "report":
@@ -180,21 +184,20 @@ def _act(folder, out: Path, options: DedupOptions, on_row, progress: bool) -> di
 
 
 def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, index_dir, settings: EmbedSettings,
-             local: LocalSpec, shard_size: int,
-             progress: bool) -> tuple[list[Group], list[tuple], int, int, Callable[[str, str], Verification]]:
+             local: LocalSpec, runner, progress: bool,
+             use_ray: bool | None) -> tuple[list[Group], list[tuple], int, int, Callable[[str, str], Verification]]:
     """Index the folder, find exact and near pairs, group them -> groups, pairs.csv rows, failed, files,
     and a verifier of two folder paths from their stored local features (for drawing the links)."""
-    reference = SearchIndex.load(index_dir) if index_dir is not None else None
+    reference = CopyIndex.open(index_dir) if index_dir is not None else None
     spec, local = _model_of(spec, local, reference, index_dir)
     own_dir = out / "index"
-    index_folder(folder, own_dir, spec, settings=settings, local=local, shard_size=shard_size,
-                 progress=progress, pixel_hash=True)
+    index_folder(folder, own_dir, spec, settings=settings, local=local, progress=progress, pixel_hash=True,
+                 use_ray=use_ray)
     failures = read_failures_csv(own_dir / "failures.csv")
     write_failures_csv(out / "failures.csv", failures)
-    manifest = json.loads((own_dir / "manifest.json").read_text(encoding="utf-8"))
-    fingerprint = manifest["meta"]
-    store = ShardStore(own_dir / "shards", fingerprint)
-    table = _read_table(folder, store, shard_size, manifest["dim"])
+    own = CopyIndex.open(own_dir)
+    calibration = own.calibration_for(RerankOptions())
+    table = _read_table(folder, own)
     infos = _Infos(folder, table.paths)
 
     clusters = exact_clusters(table.digests)
@@ -204,74 +207,69 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
         rep_of[rows] = best
     reps = np.flatnonzero(rep_of == np.arange(len(table.ids)))
 
-    def load_local(shard: int) -> dict:
-        return dict(zip(*store.read_local(shard)))
-
-    rep_index = SearchIndex.build(table.vectors[reps], [table.ids[r] for r in reps], options.index_type)
+    method = local.method
+    rep_index = SearchIndex.build(table.vectors[reps], None, options.index_type)
     found, rep_level = knn_pairs(table.vectors[reps], rep_index, options.k, options.floor, self_join=True,
                                  progress=progress)
     level = np.zeros(len(table.ids), np.float32)
     level[reps] = rep_level
-    own = Pairs(reps[found.a], reps[found.b], found.global_score)
-    own = score_pairs(own, verify_pairs(own, table.ids, table.ids, table.shard, load_local, str(own_dir),
-                                        fingerprint, progress=progress), np.maximum(level[own.a], level[own.b]))
+    near = Pairs(reps[found.a], reps[found.b], found.global_score)
+    near = score_pairs(near, verify_catalog_pairs(runner, own.catalog, table.catalog_ids[near.a],
+                                                  table.catalog_ids[near.b], own_dir / CATALOG, method),
+                       np.maximum(level[near.a], level[near.b]), calibration)
     ref = Scored.empty()
+    ref_paths: dict[int, str] = {}
     if reference is not None:
-        found, _ = knn_pairs(table.vectors[reps], reference, options.k, options.floor, self_join=False)
+        found, _ = knn_pairs(table.vectors[reps], reference.search_index(build=True), options.k, options.floor,
+                             self_join=False)
         found = Pairs(reps[found.a], found.b, found.global_score)
-        ref = score_pairs(found, verify_pairs(found, table.ids, reference.ids, table.shard, load_local,
-                                              str(index_dir), reference.manifest, progress=progress), level[found.a])
-    ref_paths = [REFERENCE_PREFIX + i for i in reference.ids] if reference is not None else []
-    groups = _groups(table, infos, rep_of, reps, own, ref, ref_paths, options)
+        ref = score_pairs(found, verify_catalog_pairs(runner, own.catalog, table.catalog_ids[found.a], found.b,
+                                                      Path(index_dir) / CATALOG, method), level[found.a],
+                           calibration)
+        ref_paths = {i: REFERENCE_PREFIX + name for i, name in reference.names().items()}
+    groups = _groups(table, infos, rep_of, reps, near, ref, ref_paths, options)
     pair_rows = [(link.path, link.linked_to, 1.0, True, "exact", 1.0, 0, 1.0) for g in groups for link in g.links
                  if link.kind == "exact"]
-    for scored, other in ((own, table.paths), (ref, ref_paths)):
+    for scored, other in ((near, table.paths), (ref, ref_paths)):
         p, edges = scored.pairs, scored.edges(options.threshold, options.min_inliers)
         pair_rows += [(table.paths[a], other[b], round(float(s), 6), bool(e), "near", round(float(g), 6), int(n),
                        round(float(c), 4))
                       for a, b, s, e, g, n, c in zip(p.a, p.b, scored.score, edges, p.global_score, scored.inliers,
                                                      scored.coverage)]
-    verify = _stored_verifier(ReferenceFeatures(own_dir, fingerprint), dict(zip(table.paths, table.ids)))
-    return groups, pair_rows, len(failures), len(table.ids) + len(failures), verify
+    ids_of = dict(zip(table.paths, table.catalog_ids.tolist()))
+    return groups, pair_rows, len(failures), len(table.ids) + len(failures), _stored_verifier(own.catalog, ids_of)
 
 
-def _stored_verifier(features: ReferenceFeatures, ids: dict[str, str]) -> Callable[[str, str], Verification]:
-    """verify(path_a, path_b) -> Verification of a over b from the local features in the shards."""
+def _stored_verifier(catalog, ids: dict[str, int]) -> Callable[[str, str], Verification]:
+    """verify(path_a, path_b) -> Verification of a over b from the local features in the catalog."""
     def verify(a: str, b: str) -> Verification:
-        return verify_stored(features[ids[a]], features[ids[b]])
+        return verify_stored(catalog.features(ids[a]), catalog.features(ids[b]))
     return verify
 
 
-def _model_of(spec: ModelSpec | None, local: LocalSpec, reference: SearchIndex | None,
+def _model_of(spec: ModelSpec | None, local: LocalSpec, reference: CopyIndex | None,
               index_dir) -> tuple[ModelSpec, LocalSpec]:
     """The model and local features to dedup with: the reference index's when there is one."""
     if reference is None:
         return spec or ModelSpec(), local
-    meta = reference.manifest
-    if not meta.get("local"):
-        raise ValueError(f"index {index_dir} stores no local features: re-index it with local features to dedup "
-                         "against it")
-    ref_spec = ModelSpec.from_dict(meta["model"])
-    if spec is not None and spec != ref_spec:
-        raise ValueError(f"index {index_dir} was made with model {ref_spec.name!r}, not {spec.name!r}")
-    return ref_spec, LocalSpec(**meta["local"])
+    if reference.local is None:
+        raise UserError(f"index {index_dir} stores no local features: re-index it with local features to dedup "
+                        "against it")
+    if spec is not None and spec != reference.spec:
+        raise UserError(f"index {index_dir} was made with model {reference.spec.name!r}, not {spec.name!r}")
+    return reference.spec, reference.local
 
 
-def _read_table(folder, store: ShardStore, shard_size: int, dim: int) -> _Table:
-    """The readable images of the folder's shards, in shard order; dim: descriptor size."""
-    listing = list_images(folder)
-    paths = dict(listing.entries)
-    ids, rel, parts, digests, shard_of = [], [], [], [], []
-    for plan in plan_shards(listing.entries, shard_size):
-        shard, hashes = store.read(plan.index), store.read_pixel_hashes(plan.index)
-        ok = [i for i, e in enumerate(shard.errors) if not e]
-        ids += [shard.ids[i] for i in ok]
-        rel += [relative_path(folder, paths[shard.ids[i]]) for i in ok]
-        parts.append(shard.embeddings[ok])
-        digests += [hashes[i] for i in ok]
-        shard_of += [plan.index] * len(ok)
-    vectors = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
-    return _Table(ids, rel, vectors, digests, np.asarray(shard_of, np.int64))
+def _read_table(folder, engine: CopyIndex) -> _Table:
+    """The readable images of the folder, by name: ids, relative paths, vectors, digests, catalog ids."""
+    paths = dict(list_images(folder).entries)
+    catalog_ids, vectors = engine.catalog.embeddings(engine.dim)
+    names, digests = engine.names(), engine.catalog.pixel_hashes()
+    order = sorted(range(len(catalog_ids)), key=lambda i: names[int(catalog_ids[i])])
+    keep = [i for i in order if names[int(catalog_ids[i])] in paths]
+    ids = [names[int(catalog_ids[i])] for i in keep]
+    return _Table(ids, [relative_path(folder, paths[i]) for i in ids], vectors[keep],
+                  [digests[int(catalog_ids[i])] for i in keep], catalog_ids[keep])
 
 
 class _Infos:
@@ -345,7 +343,7 @@ def _plan_rows(folder, out: Path, groups: list[Group], options: DedupOptions) ->
     root = Path(folder).resolve()
     target = Path(options.move_to).resolve() if options.move_to else (out / "moved").resolve()
     if options.action == "move" and (target == root or root in target.parents):
-        raise ValueError(f"the move target {target} is inside the folder {root}: choose another with --move-to")
+        raise UserError(f"the move target {target} is inside the folder {root}: choose another with --move-to")
     rows = []
     for g in groups:
         keeper = g.members[0]

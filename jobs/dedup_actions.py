@@ -20,7 +20,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from copyscope.pipeline.atomic import atomic_write
-from copyscope.pipeline.shards import file_stamp
+from copyscope.pipeline.files import file_stamp
 
 ACTIONS = ("report", "move", "hardlink", "delete")
 REFERENCE_PREFIX = "index:"

@@ -1,11 +1,14 @@
-"""`index`: a folder of reference images -> descriptor shards -> a saved FAISS index.
+"""`index`: bring an index directory in step with a folder of reference images (pipeline.engine).
 
-INDEX_DIR/
-  shards/shard-NNNNNN.npz   resumable shards of descriptors and local features (see pipeline.shards)
-  index.faiss, ids.txt      the FAISS index and its row -> image id list
-  manifest.json             model, preprocessing, index type, counts, versions (written last)
-  failures.csv              path,reason for every file that could not be indexed
-  summary.json              counts and timings of the last run
+The first run embeds every image; a later run on the same folder embeds only new and changed files
+(by size and mtime), removes the references whose files are gone, and leaves the rest untouched, so
+its result equals a fresh index of the folder. A killed run keeps every batch it committed and the
+next run carries on. `--descriptors` builds the index from precomputed embeddings instead
+(pipeline.embeddings_io).
+
+INDEX_DIR/ catalog.sqlite, index.faiss, manifest.json (see pipeline.engine), and
+  failures.csv   path,reason for every file that could not be indexed
+  summary.json   counts and timings of the last run
 """
 
 from __future__ import annotations
@@ -17,18 +20,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from tqdm import tqdm
 
-from copyscope.matching.index import IndexParams, SearchIndex
+from copyscope.matching.index import IndexParams
+from copyscope.matching.local_features import LocalSpec
+from copyscope.matching.scoring import FittedCalibration
 from copyscope.pipeline.atomic import atomic_write
-from copyscope.pipeline.embedding import EmbedSettings, embed_rows
+from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.pipeline.catalog import Reference
+from copyscope.pipeline.embeddings_io import embedding_stamp, read_embeddings
+from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.failures import Failure, write_failures_csv
-from copyscope.pipeline.files import list_images, relative_path
+from copyscope.pipeline.files import file_stamp, list_images, relative_path
 from copyscope.pipeline.model_spec import ModelSpec
-from copyscope.pipeline.ray_runtime import ray_session
-from copyscope.pipeline.shards import PlannedShard, Shard, ShardStore, plan_shards
-from copyscope.pipeline.stages import LocalSpec, PrepareOptions, row_local_features
+from copyscope.pipeline.ray_runtime import choose_runner
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,10 @@ class IndexSummary:
     images: int
     indexed: int
     failed: int
-    shards_total: int
-    shards_computed: int
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
     seconds: float
 
 
@@ -50,79 +57,76 @@ def index_folder(
     index_params: IndexParams | None = None,
     settings: EmbedSettings = EmbedSettings(),
     local: LocalSpec | None = LocalSpec(),
-    shard_size: int = 1000,
+    calibration: FittedCalibration | None = None,
     ray_address: str | None = None,
+    use_ray: bool | None = None,
     progress: bool = True,
-    on_shard_written: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
     pixel_hash: bool = False,
 ) -> IndexSummary:
-    """Embed every image under `ref_dir` and save the index in `out_dir`. Re-running resumes.
+    """Make `out_dir` index exactly the images under `ref_dir` (see the module doc).
 
-    local: local features to store for verification (None: global descriptors only).
-    on_shard_written: called with each shard number once it is on disk (a crash hook for tests).
-    pixel_hash: also store a digest of each image's decoded pixels (`ShardStore.read_pixel_hashes`).
+    local: local features to store for verification (None: global descriptors only). use_ray: None
+    decides by the amount of work (pipeline.ray_runtime.choose_runner). on_batch(n): called after each
+    committed batch (a crash hook for tests). pixel_hash: also store a digest of each image's pixels.
     """
     start = time.perf_counter()
-    out_dir = Path(out_dir)
     listing = list_images(ref_dir)
-    descriptor = spec.build(num_threads=1)
-    fingerprint = {"model": spec.to_dict(), "descriptor": descriptor.spec(),
-                   "local": asdict(local) if local else None} | ({"pixel_hash": True} if pixel_hash else {})
-    store = ShardStore(out_dir / "shards", fingerprint)
-    planned = plan_shards(listing.entries, shard_size)
-    todo = [p for p in planned if not store.is_complete(p)]
+    engine = CopyIndex.open_or_create(out_dir, spec, local=local, index_type=index_type, params=index_params,
+                                      calibration=calibration, pixel_hash=pixel_hash)
+    if calibration is not None:
+        engine.set_calibration(calibration)
+    paths = dict(listing.entries)
+    stamps = {name: file_stamp(path) for name, path in listing.entries}
+    stored, failed_before = engine.catalog.stamps(), engine.catalog.failure_stamps()
+    todo = [(n, paths[n]) for n in sorted(paths) if stamps[n] not in (stored.get(n), failed_before.get(n))]
+    gone = sorted((set(stored) | set(failed_before)) - set(paths))
+    removed = engine.remove(gone)
     if todo:
-        prepare = PrepareOptions(descriptor.cfg.to_dict(), local=local, pixel_hash=pixel_hash)
-        with ray_session(ray_address):
-            _compute_shards(todo, store, spec, prepare, settings, progress, on_shard_written)
-
-    ids, vectors, failures = _collect(planned, store, descriptor.dim, ref_dir)
+        with choose_runner(len(todo), settings, ray_address, use_ray) as runner, \
+                tqdm(total=len(todo), desc="index", unit="img", disable=not progress) as bar:
+            engine.add_images(todo, runner, stamps=stamps, on_batch=on_batch, progress=bar.update)
+    engine.save()
+    failures = [Failure(relative_path(ref_dir, paths[n]), reason) for n, reason in engine.catalog.failures()]
     failures += [Failure(relative_path(ref_dir, f.path), f.reason) for f in listing.failures]
-    index = SearchIndex.build(vectors, ids, index_type, params=index_params, manifest=fingerprint)
-    index.save(out_dir)
-    write_failures_csv(out_dir / "failures.csv", failures)
-    summary = IndexSummary(images=len(listing.entries) + len(listing.failures), indexed=len(ids),
-                           failed=len(failures), shards_total=len(planned), shards_computed=len(todo),
+    write_failures_csv(Path(out_dir) / "failures.csv", failures)
+    updated = sum(1 for n, _ in todo if n in stored)
+    summary = IndexSummary(images=len(listing.entries) + len(listing.failures), indexed=len(engine),
+                           failed=len(failures), added=len(todo) - updated, updated=updated,
+                           removed=removed, unchanged=len(paths) - len(todo),
                            seconds=round(time.perf_counter() - start, 3))
-    with atomic_write(out_dir / "summary.json", "w") as f:
+    engine.close()
+    with atomic_write(Path(out_dir) / "summary.json", "w") as f:
         json.dump(asdict(summary), f, indent=2)
     return summary
 
 
-def _compute_shards(todo: list[PlannedShard], store: ShardStore, spec: ModelSpec, prepare: PrepareOptions,
-                    settings: EmbedSettings, progress: bool, on_shard_written: Callable[[int], None] | None) -> None:
-    """Stream the pending shards' images through Ray; write each shard as soon as it is whole."""
-    by_shard = {p.index: p for p in todo}
-    rows = [{"id": i, "path": path, "shard": p.index} for p in todo for i, path in zip(p.ids, p.paths)]
-    pending: dict[int, dict[str, tuple]] = {k: {} for k in by_shard}
-    with tqdm(total=len(rows), desc="index", unit="img", disable=not progress) as bar:
-        for batch in embed_rows(rows, spec, prepare, settings):
-            for i, (iid, shard) in enumerate(zip(batch["id"], batch["shard"])):
-                local = row_local_features(batch, i, prepare.local_method) if prepare.local_method else None
-                digest = str(batch["pixel_hash"][i]) if prepare.pixel_hash else ""
-                pending[int(shard)][str(iid)] = (batch["embedding"][i], str(batch["error"][i]), local, digest)
-            for k in {int(s) for s in batch["shard"]}:
-                plan = by_shard[k]
-                if len(pending[k]) == len(plan.ids):
-                    done = [pending[k][i] for i in plan.ids]
-                    del pending[k]
-                    store.write(k, Shard(plan.ids, plan.stamps, np.stack([d[0] for d in done]),
-                                         [d[1] for d in done], [d[2] for d in done] if prepare.local_method else [],
-                                         [d[3] for d in done] if prepare.pixel_hash else []))
-                    if on_shard_written:
-                        on_shard_written(k)
-            bar.update(len(batch["id"]))
-
-
-def _collect(planned: list[PlannedShard], store: ShardStore, dim: int,
-             root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[Failure]]:
-    """All shards -> indexed ids, (N, D) descriptors, and the failures recorded in them."""
-    ids, parts, failures = [], [], []
-    for plan in planned:
-        shard = store.read(plan.index)
-        ok = np.array([not e for e in shard.errors], dtype=bool)
-        ids += [i for i, good in zip(shard.ids, ok) if good]
-        parts.append(shard.embeddings[ok])
-        failures += [Failure(relative_path(root, p), e) for p, e in zip(plan.paths, shard.errors) if e]
-    vectors = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
-    return ids, vectors, failures
+def index_embeddings(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    spec: ModelSpec,
+    *,
+    index_type: str = "flat",
+    index_params: IndexParams | None = None,
+) -> IndexSummary:
+    """Make `out_dir` index exactly the precomputed embeddings in Parquet `path` (no local features):
+    ids not seen before or whose vector changed are stored, ids no longer present are removed."""
+    start = time.perf_counter()
+    engine = CopyIndex.open_or_create(out_dir, spec, local=None, index_type=index_type, params=index_params)
+    names, vectors = read_embeddings(path, engine.dim)
+    stamps = [embedding_stamp(v) for v in vectors]
+    stored = engine.catalog.stamps()
+    todo = [i for i, (n, s) in enumerate(zip(names, stamps)) if stored.get(n) != s]
+    removed = engine.remove(sorted(set(stored) - set(names)))
+    for start_row in range(0, len(todo), 10_000):
+        rows = todo[start_row:start_row + 10_000]
+        engine.add([Reference(names[i], stamps[i], vectors[i]) for i in rows])
+    engine.save()
+    updated = sum(1 for i in todo if names[i] in stored)
+    summary = IndexSummary(images=len(names), indexed=len(engine), failed=0, added=len(todo) - updated,
+                           updated=updated, removed=removed, unchanged=len(names) - len(todo),
+                           seconds=round(time.perf_counter() - start, 3))
+    engine.close()
+    with atomic_write(Path(out_dir) / "summary.json", "w") as f:
+        json.dump(asdict(summary), f, indent=2)
+    return summary

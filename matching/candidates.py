@@ -26,18 +26,19 @@ class QueryViews:
 
 @dataclass
 class Candidates:
-    """Flat candidate pairs: query (P,) int row, reference (P,) int index row, global (P,) best score over
-    views, full (P,) score of the whole-image view (-inf if not retrieved by it), view (P,) int best view."""
+    """Flat candidate pairs: query (P,) int query row, reference (P,) int64 reference id, best_score (P,)
+    best score over the query's views, whole_score (P,) score of the whole-image view (-inf if that view
+    did not retrieve the reference), view (P,) int row of the best view."""
 
     query: np.ndarray
     reference: np.ndarray
-    global_score: np.ndarray
-    full_score: np.ndarray
+    best_score: np.ndarray
+    whole_score: np.ndarray
     view: np.ndarray
 
 
 def gather_candidates(views: QueryViews, index: SearchIndex, k: int) -> Candidates:
-    """FAISS top-k of every view -> per (query, reference) the best score and view."""
+    """FAISS top-k of every view -> per (query, reference id) the best score and view."""
     scores, rows = index.search(views.vectors, k)
     q = np.repeat(views.view_query, scores.shape[1])
     v = np.repeat(np.arange(len(views.view_query)), scores.shape[1])

@@ -1,39 +1,27 @@
 """FAISS index over L2-normalised float32 descriptors (inner product = cosine, higher = more similar).
 
-`build_index` returns a trained, filled faiss index; `SearchIndex` pairs it with row ids and the
-caller's metadata, searches in batches, and saves / loads an index directory:
+Every vector carries a caller-chosen int64 id that survives adds and removes: flat and HNSW indexes
+sit inside an `IndexIDMap2`, IVF-PQ keeps ids in its inverted lists. Flat and IVF-PQ remove in place.
+FAISS's HNSW cannot remove a node, so a removed HNSW id becomes a tombstone, filtered out at search
+time by an `IDSelector` (results stay exact k), and the graph is rebuilt from the live vectors once
+tombstones pass `IndexParams.rebuild_share` of the index.
 
-    index.faiss    faiss.write_index of the CPU index
-    ids.txt        utf-8, line i is the id of row i
-    manifest.json  written last: index type, params, dim, count, versions, caller metadata under
-                   "meta", and size + sha256 of the two files above, so that a directory left
-                   half-replaced by a crash is refused instead of loaded.
+Persistence is the caller's: `serialize` / `deserialize` give the index as bytes (pipeline.index_files
+writes them atomically with a verified manifest).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import uuid
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import faiss
 import numpy as np
 
 INDEX_TYPES = ("flat", "ivfpq", "hnsw")
-MANIFEST_FORMAT = 1
-_DATA_FILES = ("index.faiss", "ids.txt")
 _MIN_POINTS_PER_CENTROID = 39  # below this faiss k-means warns that training is too thin
 _MIN_AUTO_NBITS = 4
-
-
-class IndexCorruptError(ValueError):
-    """An index directory is incomplete or inconsistent (interrupted save, truncated or edited file)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +35,10 @@ class IndexParams:
     hnsw_m: int = 32
     ef_construction: int = 200
     ef_search: int = 128
+    rebuild_share: float = 0.1  # hnsw: rebuild the graph once this share of its nodes are tombstones
 
     def resolve(self, n: int, d: int, index_type: str) -> IndexParams:
-        """Fill the automatic ivfpq fields for `n` vectors of dimension `d`."""
+        """Fill the automatic ivfpq fields for `n` training vectors of dimension `d`."""
         if index_type != "ivfpq":
             return self
         if self.nbits is None and n < _MIN_POINTS_PER_CENTROID * 2**_MIN_AUTO_NBITS:
@@ -70,32 +59,6 @@ def gpu_available() -> bool:
     return faiss.get_num_gpus() > 0
 
 
-def build_index(vectors: np.ndarray, index_type: str = "flat", *, params: IndexParams | None = None,
-                use_gpu: bool = False) -> faiss.Index:
-    """(N, D) float32 -> trained, filled faiss index with METRIC_INNER_PRODUCT.
-
-    Training and adding run on the CPU; with `use_gpu` the result is a copy on all GPUs (flat and
-    ivfpq; faiss has no GPU HNSW, so hnsw stays on the CPU). N = 0 works for flat and hnsw only.
-    """
-    if index_type not in INDEX_TYPES:
-        raise ValueError(f"unknown index_type {index_type!r}; known: {', '.join(INDEX_TYPES)}")
-    _check_gpu(use_gpu)
-    x = _as_matrix(vectors, "vectors")
-    n, d = x.shape
-    if n == 0 and index_type == "ivfpq":
-        raise ValueError("ivfpq cannot be trained on 0 vectors; use index_type='flat'")
-    p = (params or IndexParams()).resolve(n, d, index_type)
-    factory = {"flat": "Flat", "ivfpq": f"IVF{p.nlist},PQ{p.pq_m}x{p.nbits}", "hnsw": f"HNSW{p.hnsw_m}"}
-    index = faiss.index_factory(d, factory[index_type], faiss.METRIC_INNER_PRODUCT)
-    if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efConstruction = p.ef_construction
-    if not index.is_trained:
-        index.train(x)
-    index.add(x)
-    _apply_search_params(index, p)
-    return _to_device(index, use_gpu)
-
-
 def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] == 0:
@@ -103,92 +66,139 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
+def _as_ids(ids: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    a = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    if len(a) != n:
+        raise ValueError(f"{len(a)} ids for {n} vectors")
+    if len(a) and (a.min() < 0):
+        raise ValueError("ids must be >= 0 (-1 pads search results)")
+    if len(np.unique(a)) != len(a):
+        raise ValueError("ids must be unique")
+    return a
+
+
 def _check_gpu(use_gpu: bool) -> None:
     if use_gpu and not gpu_available():
         raise RuntimeError("use_gpu=True but faiss sees no GPU (faiss-cpu build or no visible device)")
 
 
-def _apply_search_params(index: faiss.Index, p: IndexParams) -> None:
-    if isinstance(index, faiss.IndexIVF):
-        index.nprobe = p.nprobe
-    elif isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efSearch = p.ef_search
-
-
-def _to_device(index: faiss.Index, use_gpu: bool) -> faiss.Index:
-    """CPU index -> the index to search with: a copy on all GPUs for flat / ivfpq when `use_gpu`."""
-    _check_gpu(use_gpu)
-    if not use_gpu or isinstance(index, faiss.IndexHNSW):
-        return index
-    options = faiss.GpuMultipleClonerOptions()
-    if isinstance(index, faiss.IndexIVFPQ):  # float16 lookup tables when fp32 ones overflow shared memory
-        options.useFloat16 = index.pq.M * 2**index.pq.nbits > 16384
-    return faiss.index_cpu_to_all_gpus(index, co=options)
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> dict[str, Any]:
-    """Write through `write(tmp_path)` to a temp file beside `path`, fsync, rename; -> {size, sha256}."""
-    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp"))  # same folder: rename is atomic
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        record = _file_record(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return record
-
-
-def _file_record(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+def new_faiss_index(d: int, index_type: str, params: IndexParams) -> faiss.Index:
+    """An empty inner-product faiss index that takes ids (untrained for ivfpq: resolve params first)."""
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"unknown index_type {index_type!r}; known: {', '.join(INDEX_TYPES)}")
+    if index_type == "ivfpq":
+        return faiss.index_factory(d, f"IVF{params.nlist},PQ{params.pq_m}x{params.nbits}",
+                                   faiss.METRIC_INNER_PRODUCT)
+    inner = (faiss.IndexFlatIP(d) if index_type == "flat"
+             else faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT))
+    if index_type == "hnsw":
+        inner.hnsw.efConstruction = params.ef_construction
+    index = faiss.IndexIDMap2(inner)
+    return index
 
 
 class SearchIndex:
-    """A faiss index (CPU copy kept for saving), row ids (row i -> ids[i]) and caller metadata."""
+    """A faiss index of (N, D) vectors, each with a stable int64 id; add, remove and search in place."""
 
-    def __init__(self, index: faiss.Index, ids: Sequence[str], *, index_type: str, params: IndexParams,
-                 manifest: dict[str, Any] | None = None, use_gpu: bool = False):
-        for i in ids:
-            if not isinstance(i, str) or "\n" in i or "\r" in i:
-                raise ValueError(f"ids must be strings without line breaks, got {i!r}")
-        if len(ids) != index.ntotal:
-            raise ValueError(f"{len(ids)} ids for an index of {index.ntotal} vectors")
-        self.index, self.ids, self.index_type = index, list(ids), index_type
-        # JSON round trip up front: a metadata value JSON cannot hold fails here, not midway through save
-        self.params, self.manifest, self.use_gpu = params, json.loads(json.dumps(manifest or {})), use_gpu
-        _apply_search_params(index, params)
-        self._searcher = _to_device(index, use_gpu)
+    def __init__(self, index: faiss.Index, *, index_type: str, params: IndexParams,
+                 tombstones: Sequence[int] | np.ndarray = (), use_gpu: bool = False):
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"unknown index_type {index_type!r}; known: {', '.join(INDEX_TYPES)}")
+        _check_gpu(use_gpu)
+        self.index, self.index_type, self.params, self.use_gpu = index, index_type, params, use_gpu
+        self.tombstones = {int(t) for t in tombstones}
+        self._apply_search_params()
+        self._gpu: faiss.Index | None = None
 
     @classmethod
-    def build(cls, vectors: np.ndarray, ids: Sequence[str], index_type: str = "flat",
-              manifest: dict[str, Any] | None = None, params: IndexParams | None = None,
-              use_gpu: bool = False) -> SearchIndex:
-        """(N, D) float32 vectors + N ids -> SearchIndex.
-
-        `manifest` is the caller's JSON-serialisable metadata (model name, preprocessing), saved
-        under "meta" in manifest.json.
-        """
+    def build(cls, vectors: np.ndarray, ids: Sequence[int] | np.ndarray | None = None, index_type: str = "flat",
+              params: IndexParams | None = None, use_gpu: bool = False) -> SearchIndex:
+        """(N, D) float32 vectors + N int64 ids (default 0..N-1) -> SearchIndex (ivfpq trained on them)."""
         x = _as_matrix(vectors, "vectors")
-        if len(ids) != len(x):
-            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
-        _check_gpu(use_gpu)
+        ids = np.arange(len(x), dtype=np.int64) if ids is None else _as_ids(ids, len(x))
+        if index_type == "ivfpq" and len(x) == 0:
+            raise ValueError("ivfpq cannot be trained on 0 vectors; use index_type='flat'")
         p = (params or IndexParams()).resolve(len(x), x.shape[1], index_type)
-        index = build_index(x, index_type, params=p)
-        return cls(index, ids, index_type=index_type, params=p, manifest=manifest, use_gpu=use_gpu)
+        index = new_faiss_index(x.shape[1], index_type, p)
+        if not index.is_trained:
+            index.train(x)
+        out = cls(index, index_type=index_type, params=p, use_gpu=use_gpu)
+        out.add(x, ids)
+        return out
 
     @property
     def dim(self) -> int:
         return self.index.d
 
     def __len__(self) -> int:
-        return self.index.ntotal
+        return self.index.ntotal - len(self.tombstones)
+
+    def ids(self) -> np.ndarray:
+        """(N,) int64 ids of the live vectors, in storage order."""
+        if self.index_type == "ivfpq":
+            invlists = faiss.extract_index_ivf(self.index).invlists
+            parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                     for i in range(invlists.nlist) if invlists.list_size(i)]
+            stored = np.concatenate(parts) if parts else np.empty(0, np.int64)
+        else:
+            stored = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        if self.tombstones:
+            stored = stored[~np.isin(stored, np.fromiter(self.tombstones, np.int64))]
+        return stored
+
+    def add(self, vectors: np.ndarray, ids: Sequence[int] | np.ndarray) -> None:
+        """Add (N, D) vectors under N new ids (an id must not be live already; a tombstoned one may return)."""
+        x = _as_matrix(vectors, "vectors")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"vectors have dimension {x.shape[1]}, the index has {self.dim}")
+        a = _as_ids(ids, len(x))
+        if not len(a):
+            return
+        back = [int(i) for i in a if int(i) in self.tombstones]
+        if back:  # an HNSW node cannot be revived in place: rebuild without the old copies first
+            self.tombstones -= set(back)
+            self._rebuild(drop=np.asarray(back, np.int64))
+        self.index.add_with_ids(x, a)
+        self._gpu = None
+
+    def remove(self, ids: Sequence[int] | np.ndarray) -> int:
+        """Remove ids (unknown ones are ignored) -> how many were live."""
+        a = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        if not len(a):
+            return 0
+        if self.index_type != "hnsw":
+            removed = int(self.index.remove_ids(faiss.IDSelectorBatch(a)))
+        else:
+            live = a[np.isin(a, self.ids())]
+            self.tombstones |= {int(i) for i in live}
+            removed = len(live)
+            if len(self.tombstones) > self.params.rebuild_share * max(1, self.index.ntotal):
+                self._rebuild()
+        self._gpu = None
+        return removed
+
+    def _rebuild(self, drop: np.ndarray | None = None) -> None:
+        """HNSW: a new graph from the live vectors (tombstones, and ids in `drop`, left out)."""
+        stored = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        inner = faiss.downcast_index(self.index.index)
+        storage = faiss.downcast_index(inner.storage)
+        vectors = faiss.rev_swig_ptr(storage.get_xb(), inner.ntotal * self.dim).reshape(-1, self.dim).copy()
+        dead = np.fromiter(self.tombstones, np.int64, len(self.tombstones))
+        if drop is not None:
+            dead = np.concatenate([dead, drop])
+        keep = ~np.isin(stored, dead)
+        self.index = new_faiss_index(self.dim, self.index_type, self.params)
+        self._apply_search_params()
+        self.tombstones = set()
+        if keep.any():
+            self.index.add_with_ids(np.ascontiguousarray(vectors[keep]), stored[keep])
+
+    def _apply_search_params(self) -> None:
+        inner = faiss.extract_index_ivf(self.index) if self.index_type == "ivfpq" else None
+        if inner is not None:
+            inner.nprobe = self.params.nprobe
+        elif self.index_type == "hnsw":
+            faiss.downcast_index(self.index.index).hnsw.efSearch = self.params.ef_search
 
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Change ivfpq `nprobe` / hnsw `ef_search`; a value for the other index type is a ValueError."""
@@ -197,15 +207,14 @@ class SearchIndex:
                 raise ValueError(f"{name} applies to {kind} indexes, this one is {self.index_type}")
         changes = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
         self.params = dataclasses.replace(self.params, **changes)
-        _apply_search_params(self.index, self.params)
-        self._searcher = _to_device(self.index, self.use_gpu)  # GPU copies take params when cloned
+        self._apply_search_params()
+        self._gpu = None  # GPU copies take params when cloned
 
-    def search(self, queries: np.ndarray, k: int, *,
-               batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, D) float32 queries -> scores (Q, k') float32, rows (Q, k') int64, k' = min(k, N).
+    def search(self, queries: np.ndarray, k: int, *, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) float32 queries -> scores (Q, k') float32, ids (Q, k') int64, k' = min(k, len(self)).
 
-        Each row is sorted by descending score. Approximate indexes may find fewer than k' hits
-        for a query; such rows are padded with row -1 and score -inf (see `search_ids`).
+        Each row is sorted by descending score. Approximate indexes may find fewer than k' hits for a
+        query; such rows are padded with id -1 and score -inf.
         """
         q = _as_matrix(queries, "queries")
         if q.shape[1] != self.dim:
@@ -214,74 +223,45 @@ class SearchIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         kk = min(k, len(self))
         scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
-        rows = np.full((len(q), kk), -1, dtype=np.int64)
+        ids = np.full((len(q), kk), -1, dtype=np.int64)
         if kk == 0:
-            return scores, rows
+            return scores, ids
         for start in range(0, len(q), batch_size):
-            s, r = self._searcher.search(q[start:start + batch_size], kk)
-            scores[start:start + len(s)] = np.where(r >= 0, s, -np.inf)
-            rows[start:start + len(r)] = r
-        return scores, rows
+            s, i = self._search(q[start:start + batch_size], kk)
+            scores[start:start + len(s)] = np.where(i >= 0, s, -np.inf)
+            ids[start:start + len(i)] = i
+        return scores, ids
 
-    def search_ids(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        """(Q, D) queries -> per query, up to k (id, score) pairs by descending score; no padding."""
-        scores, rows = self.search(queries, k)
-        return [[(self.ids[r], float(s)) for s, r in zip(srow, rrow) if r >= 0]
-                for srow, rrow in zip(scores, rows)]
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.tombstones:
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64)))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.params.ef_search)
+            return self.index.search(q, k, params=params)
+        if self.use_gpu and self.index_type != "hnsw":  # faiss has no GPU HNSW
+            return self._gpu_search(q, k)
+        return self.index.search(q, k)
 
-    def save(self, directory: str | os.PathLike) -> None:
-        """Write index.faiss, ids.txt, then manifest.json, each atomically (temp file + rename)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        ids_bytes = "".join(f"{i}\n" for i in self.ids).encode("utf-8")
-        files = {
-            "index.faiss": _atomic_write(directory / "index.faiss",
-                                         lambda tmp: faiss.write_index(self.index, tmp)),
-            "ids.txt": _atomic_write(directory / "ids.txt", lambda tmp: Path(tmp).write_bytes(ids_bytes)),
-        }
-        manifest = {
-            "format": MANIFEST_FORMAT, "index_type": self.index_type,
-            "params": dataclasses.asdict(self.params), "dim": self.dim, "count": len(self),
-            "faiss_version": faiss.__version__, "numpy_version": np.__version__,
-            "files": files, "meta": self.manifest,
-        }
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        _atomic_write(directory / "manifest.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    def _gpu_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search a GPU copy (flat: of the inner flat index, positions mapped to ids; ivfpq: whole)."""
+        if self._gpu is None:
+            options = faiss.GpuMultipleClonerOptions()
+            if self.index_type == "ivfpq":  # float16 lookup tables when fp32 ones overflow shared memory
+                pq = faiss.downcast_index(faiss.extract_index_ivf(self.index)).pq
+                options.useFloat16 = pq.M * 2**pq.nbits > 16384
+            source = self.index if self.index_type == "ivfpq" else faiss.downcast_index(self.index.index)
+            self._gpu = faiss.index_cpu_to_all_gpus(source, co=options)
+        s, i = self._gpu.search(q, k)
+        if self.index_type == "flat":
+            id_map = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+            i = np.where(i >= 0, id_map[np.maximum(i, 0)], -1)
+        return s, i
+
+    def serialize(self) -> np.ndarray:
+        """The faiss index as (B,) uint8 bytes (tombstones are kept by the caller: `tombstones`)."""
+        return faiss.serialize_index(self.index)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, use_gpu: bool = False) -> SearchIndex:
-        """Load a saved directory; IndexCorruptError when it is incomplete or inconsistent."""
-        directory = Path(directory)
-        manifest = _read_manifest(directory)
-        for name in _DATA_FILES:
-            path, expected = directory / name, manifest["files"][name]
-            if not path.is_file():
-                raise IndexCorruptError(f"{path} is missing")
-            if _file_record(path) != expected:
-                raise IndexCorruptError(f"{path} does not match manifest.json (size or sha256): "
-                                        "an interrupted save or an edited file; rebuild or save again")
-        index = faiss.read_index(str(directory / "index.faiss"))
-        text = (directory / "ids.txt").read_bytes().decode("utf-8")
-        ids = text.split("\n")[:-1]
-        if not index.ntotal == len(ids) == manifest["count"] or index.d != manifest["dim"]:
-            raise IndexCorruptError(f"{directory}: index has {index.ntotal} x {index.d}, ids.txt {len(ids)} "
-                                    f"ids, manifest says {manifest['count']} x {manifest['dim']}")
-        return cls(index, ids, index_type=manifest["index_type"], params=IndexParams(**manifest["params"]),
-                   manifest=manifest["meta"], use_gpu=use_gpu)
-
-
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / "manifest.json"
-    if not path.is_file():
-        raise IndexCorruptError(f"{path} is missing: not an index directory, or its save did not finish")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IndexCorruptError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise IndexCorruptError(f"{path}: not a format {MANIFEST_FORMAT} index manifest")
-    missing = {"index_type", "params", "dim", "count", "files", "meta"} - manifest.keys()
-    missing |= {f"files.{name}" for name in _DATA_FILES if name not in manifest.get("files", {})}
-    if missing:
-        raise IndexCorruptError(f"{path} lacks {', '.join(sorted(missing))}")
-    return manifest
+    def deserialize(cls, data: np.ndarray, *, index_type: str, params: IndexParams,
+                    tombstones: Sequence[int] = (), use_gpu: bool = False) -> SearchIndex:
+        index = faiss.deserialize_index(np.ascontiguousarray(data, np.uint8))
+        return cls(index, index_type=index_type, params=params, tombstones=tombstones, use_gpu=use_gpu)

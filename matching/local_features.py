@@ -17,14 +17,15 @@ negative determinant); for SIFT and RootSIFT it only permutes descriptor bins, f
 the flipped image is extracted again (`extract_local_features(..., mirror=True)`).
 `extract_query_features` gives both, the cheapest way for each method.
 
-Storage (`pack`, `pack_many`): keypoints as uint16 fixed point of the image size (1/65535 of a side:
-under 0.07 px up to 4096 px), descriptors as uint8 (float descriptors as float16), one npz-ready
-dict of plain arrays; `pack_many` stores a ragged list with an offsets array (one dict per shard).
+Storage (`to_bytes`, `from_bytes`): one blob per image, keypoints as uint16 fixed point of the image
+size (1/65535 of a side: under 0.07 px up to 4096 px), descriptors as uint8 (float descriptors as
+float16), behind a 19-byte header.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import struct
 from collections.abc import Callable
 
 import cv2
@@ -68,6 +69,18 @@ class LocalFeatures:
         return (self.method == other.method and self.image_size == other.image_size
                 and _same_array(self.keypoints, other.keypoints)
                 and _same_array(self.descriptors, other.descriptors))
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSpec:
+    """How local features are extracted from a whole image (stored with references, verified at match time)."""
+
+    method: str = "rootsift"
+    max_side: int = 512
+    max_keypoints: int = 1000
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
@@ -223,45 +236,28 @@ def _load_descriptors(stored: np.ndarray) -> np.ndarray:
     return stored if stored.dtype == np.uint8 else stored.astype(np.float32)
 
 
-def pack(features: LocalFeatures) -> dict[str, np.ndarray]:
-    """LocalFeatures -> {"keypoints": (N, 2) uint16, "descriptors": (N, D), "image_size": (2,) int64,
-    "method": str array} (plain arrays, for np.savez)."""
-    return {"keypoints": _quantise_keypoints(features.keypoints, features.image_size),
-            "descriptors": _store_descriptors(features.descriptors),
-            "image_size": np.array(features.image_size, np.int64),
-            "method": np.array(features.method)}
+_BLOB_HEADER = struct.Struct("<4sIIIHB")  # magic, height, width, N, D, descriptor dtype (0 uint8, 1 float16)
+_BLOB_MAGIC = b"LF01"
 
 
-def unpack(stored: dict[str, np.ndarray]) -> LocalFeatures:
-    """Inverse of `pack`: keypoints within 1/65535 of the image side, descriptors exact (uint8)."""
-    size = tuple(int(v) for v in stored["image_size"])
-    return LocalFeatures(_dequantise_keypoints(stored["keypoints"], size),
-                         _load_descriptors(stored["descriptors"]), size, str(stored["method"]))
+def to_bytes(features: LocalFeatures) -> bytes:
+    """LocalFeatures -> a compact blob: header, (N, 2) uint16 keypoints, (N, D) uint8 (or float16)
+    descriptors. The method is not stored: the feature store records it once."""
+    kp = _quantise_keypoints(features.keypoints, features.image_size)
+    desc = _store_descriptors(features.descriptors)
+    h, w = features.image_size
+    header = _BLOB_HEADER.pack(_BLOB_MAGIC, h, w, len(kp), desc.shape[1] if desc.ndim == 2 else 0,
+                               int(desc.dtype != np.uint8))
+    return header + kp.tobytes() + np.ascontiguousarray(desc).tobytes()
 
 
-def pack_many(features: list[LocalFeatures]) -> dict[str, np.ndarray]:
-    """B LocalFeatures of one method -> {"keypoints": (sum N, 2) uint16, "descriptors": (sum N, D),
-    "offsets": (B + 1,) int64 (rows of item i are offsets[i]:offsets[i+1]), "image_sizes": (B, 2) int64,
-    "method": str array} (empty method and (0, 0) descriptors for B = 0)."""
-    methods = {f.method for f in features}
-    if len(methods) > 1:
-        raise ValueError(f"pack_many needs one method per shard, got {sorted(methods)}")
-    if not features:
-        return {"keypoints": np.zeros((0, 2), np.uint16), "descriptors": np.zeros((0, 0), np.uint8),
-                "offsets": np.zeros(1, np.int64), "image_sizes": np.zeros((0, 2), np.int64),
-                "method": np.array("")}
-    packed = [pack(f) for f in features]
-    return {"keypoints": np.concatenate([p["keypoints"] for p in packed]),
-            "descriptors": np.concatenate([p["descriptors"] for p in packed]),
-            "offsets": np.concatenate([[0], np.cumsum([len(f) for f in features])]).astype(np.int64),
-            "image_sizes": np.array([f.image_size for f in features], np.int64),
-            "method": packed[0]["method"]}
-
-
-def unpack_many(stored: dict[str, np.ndarray]) -> list[LocalFeatures]:
-    """Inverse of `pack_many` (accepts the NpzFile of a saved shard)."""
-    offsets, method = stored["offsets"], stored["method"]
-    keypoints, descriptors = stored["keypoints"], stored["descriptors"]
-    return [unpack({"keypoints": keypoints[a:b], "descriptors": descriptors[a:b], "image_size": size,
-                    "method": method})
-            for a, b, size in zip(offsets[:-1], offsets[1:], stored["image_sizes"])]
+def from_bytes(blob: bytes, method: str) -> LocalFeatures:
+    """Inverse of `to_bytes`: keypoints within 1/65535 of the image side, descriptors exact (uint8)."""
+    magic, h, w, n, d, is_float = _BLOB_HEADER.unpack_from(blob)
+    if magic != _BLOB_MAGIC:
+        raise ValueError("not a local-features blob (bad magic)")
+    offset = _BLOB_HEADER.size
+    kp = np.frombuffer(blob, np.uint16, 2 * n, offset).reshape(n, 2)
+    dtype = np.float16 if is_float else np.uint8
+    desc = np.frombuffer(blob, dtype, n * d, offset + kp.nbytes).reshape(n, d)
+    return LocalFeatures(_dequantise_keypoints(kp, (h, w)), _load_descriptors(desc.copy()), (h, w), method)

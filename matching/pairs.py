@@ -11,6 +11,7 @@ from tqdm import tqdm
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.candidates import Candidates
 from copyscope.matching.reranking import RerankOptions, directional_scores, pair_features
+from copyscope.matching.scoring import Calibration
 
 
 @dataclass(frozen=True)
@@ -92,16 +93,16 @@ class Scored:
         return (self.inliers >= max(1, min_inliers)) & (self.score >= threshold)
 
 
-def score_pairs(pairs: Pairs, evidence: list[dict], level: np.ndarray,
+def score_pairs(pairs: Pairs, evidence: list[dict], level: np.ndarray, calibration: Calibration,
                 opts: RerankOptions = RerankOptions()) -> Scored:
     """Pairs, their verification evidence and (P,) background level -> Scored, with `copy_scores`."""
     inliers = np.array([e.get("inliers", 0) for e in evidence], np.int64)
     coverage = np.array([max(e.get("query_coverage", 0), e.get("reference_coverage", 0)) for e in evidence],
                         np.float64)
-    return Scored(pairs, copy_scores(pairs, evidence, level, opts), inliers, coverage)
+    return Scored(pairs, copy_scores(pairs, evidence, level, calibration, opts), inliers, coverage)
 
 
-def copy_scores(pairs: Pairs, evidence: list[dict], level: np.ndarray,
+def copy_scores(pairs: Pairs, evidence: list[dict], level: np.ndarray, calibration: Calibration,
                 opts: RerankOptions = RerankOptions()) -> np.ndarray:
     """(P,) probability that one image of each pair is an edited copy of the other (the larger of
     the two directional scores of `reranking.directional_scores`), global scores normalised by the
@@ -111,5 +112,5 @@ def copy_scores(pairs: Pairs, evidence: list[dict], level: np.ndarray,
     n = len(pairs)
     cands = Candidates(np.arange(n), pairs.b, pairs.global_score, pairs.global_score, np.zeros(n, np.int64))
     features = pair_features(cands, np.asarray(level, np.float32), evidence, opts)
-    forward, reverse = directional_scores(features, opts.calibration)
+    forward, reverse = directional_scores(features, calibration)
     return np.maximum(forward, reverse)

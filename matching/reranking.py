@@ -7,20 +7,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from copyscope.matching.index import SearchIndex
-from copyscope.matching.scoring import Calibration, background_level, normalise, stretch
+from copyscope.matching.local_features import LocalSpec
+from copyscope.matching.scoring import Calibration, FittedCalibration, background_level, normalise, stretch
 from copyscope.matching.candidates import Candidates, QueryViews
 
 RERANK_MODES = ("none", "verify", "full")
 SCORE_NORMS = ("stretch", "subtract")
-FEATURES = ("global", "region", "log_inliers", "inlier_ratio", "query_coverage", "reference_coverage")
+FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_coverage", "reference_coverage")
 # Fitted by benchmarks/calibrate.py (--l2 0.01) on the candidate pairs of two tuning benchmarks built
 # from one half of ../shared/photos (seeds 11 and 12); the README reports it on the other half.
-DEFAULT_CALIBRATION = Calibration(weights=(16.994, 24.933, 2.854, -3.898, -1.225, 0.273), bias=-8.241)
+PACKAGED_CALIBRATIONS = {
+    "sscd": FittedCalibration(Calibration(weights=(16.994, 24.933, 2.854, -3.898, -1.225, 0.273), bias=-8.241),
+                              FEATURES, "sscd", LocalSpec().to_dict(), "stretch"),
+}
+
+
+def packaged_calibration(model: str, local: dict | None) -> FittedCalibration | None:
+    """The calibration shipped for this model and local-feature setting, or None."""
+    fitted = PACKAGED_CALIBRATIONS.get(model)
+    return fitted if fitted is not None and fitted.local == local else None
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,6 @@ class RerankOptions:
     score_norm: str = "stretch"
     beta: float = 1.0
     geometry: str = "homography"
-    calibration: Calibration = field(default=DEFAULT_CALIBRATION)
 
     def __post_init__(self):
         if self.mode not in RERANK_MODES:
@@ -59,11 +68,11 @@ def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict],
                   opts: RerankOptions) -> dict[str, np.ndarray]:
     """Named (P,) features (FEATURES) of candidate pairs, for calibration and --explain."""
     lvl = level[cands.query].astype(np.float64)
-    full = np.where(np.isfinite(cands.full_score), cands.full_score, lvl)
+    whole = np.where(np.isfinite(cands.whole_score), cands.whole_score, lvl)
     get = lambda key: np.array([e.get(key, 0) for e in evidence], np.float64)  # noqa: E731
     return {
-        "global": opts.normalised(full, lvl),
-        "region": opts.normalised(cands.global_score.astype(np.float64), lvl),
+        "whole_image": opts.normalised(whole, lvl),
+        "best_view": opts.normalised(cands.best_score.astype(np.float64), lvl),
         "log_inliers": np.log1p(get("inliers")),
         "inlier_ratio": get("inlier_ratio"),
         "query_coverage": get("query_coverage"),

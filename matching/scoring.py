@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from copyscope.descriptors.errors import UserError
+
 
 def background_level(similarities: np.ndarray, k: int) -> np.ndarray:
     """(Q, K) similarities of each query to its nearest background images, best first -> (Q,) mean of top k."""
@@ -68,3 +70,49 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, iters: int =
         if np.abs(step).max() < 1e-8:
             break
     return w[:-1], float(w[-1])
+
+
+class CalibrationMismatch(UserError):
+    """A calibration used with another model, local-feature method or score normalisation than its own."""
+
+
+@dataclass(frozen=True)
+class FittedCalibration:
+    """A Calibration with what it was fitted for; it travels in the index manifest and is refused elsewhere.
+
+    features: names of the (F,) inputs, in order. model: descriptor name. local: the local-feature
+    settings (method, max_side, max_keypoints, ...). score_norm: how global scores were normalised.
+    """
+
+    calibration: Calibration
+    features: tuple[str, ...]
+    model: str
+    local: dict
+    score_norm: str
+
+    def check(self, model: str, local: dict | None, score_norm: str, features: tuple[str, ...]) -> None:
+        """Raise CalibrationMismatch unless this calibration was fitted for exactly these settings."""
+        wanted = {"model": model, "local": local, "score normalisation": score_norm, "features": tuple(features)}
+        fitted = {"model": self.model, "local": self.local, "score normalisation": self.score_norm,
+                  "features": tuple(self.features)}
+        wrong = [k for k in wanted if wanted[k] != fitted[k]]
+        if wrong:
+            detail = "; ".join(f"{k}: fitted for {fitted[k]!r}, used with {wanted[k]!r}" for k in wrong)
+            raise CalibrationMismatch(
+                f"the index's calibration does not fit this use ({detail}). Fit one for these settings with "
+                "benchmarks/calibrate.py --out calibration.json and build the index with "
+                "`copyscope index ... --calibration calibration.json`, or match with --rerank none")
+
+    def to_dict(self) -> dict:
+        return {"weights": list(self.calibration.weights), "bias": self.calibration.bias,
+                "features": list(self.features), "model": self.model, "local": self.local,
+                "score_norm": self.score_norm}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FittedCalibration:
+        try:
+            return cls(Calibration(tuple(float(w) for w in d["weights"]), float(d["bias"])), tuple(d["features"]),
+                       str(d["model"]), dict(d["local"]) if d["local"] else {}, str(d["score_norm"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"not a calibration record ({e!r}): expected weights, bias, features, model, local, "
+                            "score_norm") from e

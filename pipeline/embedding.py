@@ -15,7 +15,8 @@ from typing import Iterator
 import ray
 
 from copyscope.pipeline.model_spec import ModelSpec
-from copyscope.pipeline.stages import EmbedActor, PrepareOptions, prepare_batch
+from copyscope.pipeline.ray_runtime import ACTOR_OPTIONS
+from copyscope.pipeline.stages import EmbedActor, PrepareOptions
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,15 @@ def embed_rows(rows: list[dict], spec: ModelSpec, prepare: PrepareOptions,
     gpu = settings.device.startswith("cuda")
     n_blocks = min(len(rows), max(actors, min(len(rows) // settings.batch_size, 4096)))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
-    ds = ds.map_batches(prepare_batch, batch_size=settings.batch_size, batch_format="numpy",
-                        fn_kwargs={"options": prepare.to_dict()}, num_cpus=1)
     ds = ds.map_batches(
         EmbedActor,
         batch_size=settings.batch_size,
         batch_format="numpy",
         fn_constructor_kwargs={"spec": spec.to_dict(), "device": settings.device,
-                               "num_threads": settings.threads(actors)},
+                               "num_threads": settings.threads(actors), "prepare": prepare.to_dict()},
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=1,
         num_gpus=1 if gpu else 0,
+        **ACTOR_OPTIONS,
     )
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")

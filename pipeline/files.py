@@ -78,3 +78,12 @@ def _walk(root: str, failures: list[Failure]) -> list[str]:
 
 def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def file_stamp(path: str | os.PathLike) -> str:
+    """"size:mtime_ns" of a file (what says it changed since it was indexed), or "missing"."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"

@@ -14,21 +14,12 @@ import numpy as np
 
 from copyscope.descriptors import PreprocessCfg, resize_image
 from copyscope.descriptors.regions import propose_regions
-from copyscope.matching.local_features import LocalFeatures, extract_local_features
+from copyscope.matching.local_features import LocalFeatures, LocalSpec, extract_local_features
 from copyscope.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from copyscope.pipeline.model_spec import ModelSpec
 
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)
 _NO_BOX = np.zeros(4, np.int32)
-
-
-@dataclass(frozen=True)
-class LocalSpec:
-    """Local features extracted from each whole image (stored with references, verified at match time)."""
-
-    method: str = "rootsift"
-    max_side: int = 512
-    max_keypoints: int = 1000
 
 
 @dataclass(frozen=True)
@@ -137,12 +128,18 @@ def row_local_features(batch: dict, i: int, method: str) -> LocalFeatures:
 
 
 class EmbedActor:
-    """Loads the model once per actor; (images) -> "embedding" (B, D) float32, zeros where "error"."""
+    """Loads the model once per actor; (images) -> "embedding" (B, D) float32, zeros where "error".
 
-    def __init__(self, spec: dict, device: str = "cpu", num_threads: int | None = None):
+    prepare: PrepareOptions as a dict, to run `prepare_batch` on (id, path) rows first in the same call
+    (one actor stage from file to descriptor: decoded pixels never cross the object store)."""
+
+    def __init__(self, spec: dict, device: str = "cpu", num_threads: int | None = None, prepare: dict | None = None):
         self.model = ModelSpec.from_dict(spec).build(device=device, num_threads=num_threads)
+        self.prepare = prepare
 
     def __call__(self, batch: dict) -> dict:
+        if self.prepare is not None:
+            batch = prepare_batch(batch, self.prepare)
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         emb = np.zeros((len(batch["error"]), self.model.dim), np.float32)
         if ok:

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from copyscope.jobs.dedup_actions import PlanRow, execute_plan, read_plan, write_plan
-from copyscope.pipeline.shards import file_stamp
+from copyscope.pipeline.files import file_stamp
 
 
 class Crash(RuntimeError):

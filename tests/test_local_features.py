@@ -9,11 +9,9 @@ from copyscope.matching.local_features import (
     available_methods,
     extract_local_features,
     extract_query_features,
+    from_bytes,
     mirror_features,
-    pack,
-    pack_many,
-    unpack,
-    unpack_many,
+    to_bytes,
 )
 
 DIMS = {"rootsift": 128, "sift": 128, "orb": 32, "akaze": 61}
@@ -125,41 +123,28 @@ def _assert_close(restored: LocalFeatures, original: LocalFeatures) -> None:
     assert restored.descriptors.dtype == original.descriptors.dtype
 
 
-def test_pack_round_trip_through_npz(tmp_path, astronaut):
+def test_blob_round_trip(astronaut):
     image = cv2.resize(astronaut, (4096, 3000))
     features = extract_local_features(image, "rootsift", max_keypoints=200)
-    np.savez(tmp_path / "one.npz", **pack(features))
-    with np.load(tmp_path / "one.npz") as stored:
-        _assert_close(unpack(dict(stored)), features)
+    blob = to_bytes(features)
+    assert len(blob) == 19 + len(features) * (4 + 128)
+    _assert_close(from_bytes(blob, "rootsift"), features)
 
 
-def test_pack_many_round_trip_ragged_with_empties(tmp_path, astronaut):
-    items = [extract_local_features(data.coffee(), "orb", max_keypoints=100),
-             extract_local_features(np.zeros((50, 70, 3), np.uint8), "orb"),
-             extract_local_features(astronaut, "orb", max_keypoints=40)]
-    packed = pack_many(items)
-    assert packed["offsets"].tolist() == [0, len(items[0]), len(items[0]), len(items[0]) + len(items[2])]
-    assert packed["keypoints"].dtype == np.uint16 and packed["descriptors"].dtype == np.uint8
-    np.savez(tmp_path / "shard.npz", **packed)
-    with np.load(tmp_path / "shard.npz") as stored:
-        restored = unpack_many(stored)
-    assert len(restored) == 3
-    for got, want in zip(restored, items):
-        _assert_close(got, want)
-
-
-def test_pack_many_edge_cases(astronaut):
-    assert unpack_many(pack_many([])) == []
-    with pytest.raises(ValueError, match="one method"):
-        pack_many([extract_local_features(astronaut, "orb"), extract_local_features(astronaut, "sift")])
+def test_blob_round_trip_empty_and_binary(astronaut):
+    for features in (extract_local_features(np.zeros((50, 70, 3), np.uint8), "orb"),
+                     extract_local_features(astronaut, "orb", max_keypoints=40)):
+        _assert_close(from_bytes(to_bytes(features), "orb"), features)
+    with pytest.raises(ValueError, match="magic"):
+        from_bytes(b"x" * 40, "orb")
 
 
 def test_float_descriptors_are_stored_as_float16():
     rng = np.random.default_rng(0)
     features = LocalFeatures(rng.uniform(0, 99, (5, 2)).astype(np.float32),
                              rng.normal(size=(5, 128)).astype(np.float32), (100, 100), "disk")
-    stored = pack(features)
-    assert stored["descriptors"].dtype == np.float16
-    restored = unpack(stored)
+    blob = to_bytes(features)
+    assert len(blob) == 19 + 5 * (4 + 2 * 128)  # float16
+    restored = from_bytes(blob, "disk")
     assert restored.descriptors.dtype == np.float32
     np.testing.assert_allclose(restored.descriptors, features.descriptors, rtol=1e-3, atol=1e-3)

@@ -24,7 +24,8 @@ def unit(x):
 def test_gather_candidates_equals_brute_force_max_over_views():
     rng = np.random.default_rng(0)
     refs = unit(rng.normal(size=(50, 16)))
-    index = SearchIndex.build(refs, [f"r{i}" for i in range(50)])
+    ids = np.arange(50, dtype=np.int64) * 3 + 1  # ids, not rows
+    index = SearchIndex.build(refs, ids)
     view_query = np.array([0, 0, 0, 1, 2, 2])
     vectors = unit(rng.normal(size=(6, 16)))
     views = QueryViews(["a", "b", "c"], view_query, np.zeros((6, 4), np.int32), vectors, np.array([0, 3, 4]))
@@ -33,11 +34,11 @@ def test_gather_candidates_equals_brute_force_max_over_views():
     for q in range(3):
         rows = np.flatnonzero(view_query == q)
         top = {r for v in rows for r in np.argsort(-sims[v])[:5]}
-        got = {int(r): s for qq, r, s in zip(cands.query, cands.reference, cands.global_score) if qq == q}
+        got = {(int(r) - 1) // 3: s for qq, r, s in zip(cands.query, cands.reference, cands.best_score) if qq == q}
         assert set(got) == top
         for r, s in got.items():
             assert s == pytest.approx(max(sims[v, r] for v in rows if r in np.argsort(-sims[v])[:5]), abs=1e-5)
-        full = {int(r): s for qq, r, s in zip(cands.query, cands.reference, cands.full_score) if qq == q}
+        full = {(int(r) - 1) // 3: s for qq, r, s in zip(cands.query, cands.reference, cands.whole_score) if qq == q}
         for r, s in full.items():
             expected = sims[views.full[q], r] if r in np.argsort(-sims[views.full[q]])[:5] else -np.inf
             assert s == pytest.approx(expected, abs=1e-5)

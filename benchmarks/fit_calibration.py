@@ -1,0 +1,75 @@
+"""Fit the calibration of one model on benchmarks built from the tuning half of the photos only.
+
+    .venv/bin/python benchmarks/fit_calibration.py ../shared/photos --work /tmp/fit --model sscd_distilled
+
+Builds `benchmark make` sets from the tuning half (benchmarks/halves.py; seeds --seeds), indexes their
+references with the model and the default local features, runs the default `match --explain` (k = 10 =
+the verified candidates, so the explain rows are every verified candidate whatever the scores), and fits
+the logistic calibration on those pairs with benchmarks/calibrate.py, which writes WORK/calibration.json
+for `copyscope index --calibration` and prints the PACKAGED_CALIBRATIONS line. Add --holdout-seed to also
+report the fit on a benchmark from the held-out half (never fitted on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from halves import make_halves  # noqa: E402
+
+from copyscope.matching.local_features import LocalSpec  # noqa: E402
+from copyscope.matching.reranking import FEATURES, PACKAGED_CALIBRATIONS  # noqa: E402
+from copyscope.matching.scoring import FittedCalibration  # noqa: E402
+
+
+def copyscope(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "copyscope.jobs.cli", *args], capture_output=True, text=True,
+                          env=dict(os.environ, RAY_AUTH_MODE="disabled"))
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+
+
+def explained(work: Path, half: Path, seed: int, model: str, provisional: Path) -> str:
+    bench, idx = work / f"bench_{half.name}_{seed}", work / f"idx_{half.name}_{seed}"
+    if not bench.exists():
+        copyscope("benchmark", "make", str(half), "--out", str(bench), "--seed", str(seed), "--quiet")
+    copyscope("index", str(bench / "references"), "--out", str(idx), "--model", model, "--calibration",
+              str(provisional), "--quiet")
+    explain = work / f"explain_{half.name}_{seed}.jsonl"
+    copyscope("match", str(bench / "queries"), "--index", str(idx), "--out", str(work / f"m_{half.name}_{seed}.csv"),
+              "--k", "10", "--explain", str(explain), "--quiet")
+    return f"{explain}:{bench / 'ground_truth.csv'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photos")
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--model", default="sscd")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
+    parser.add_argument("--holdout-seed", type=int, default=None)
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    halves = make_halves(args.photos, work / "halves")
+    # Any weights serve for matching while fitting: the explain rows are all verified candidates.
+    provisional = work / "provisional.json"
+    start = PACKAGED_CALIBRATIONS["sscd"]
+    provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, LocalSpec().to_dict(),
+                                                        "stretch").to_dict()))
+    sets = [explained(work, halves["tune"], seed, args.model, provisional) for seed in args.seeds]
+    held = [explained(work, halves["holdout"], args.holdout_seed, args.model, provisional)] \
+        if args.holdout_seed is not None else []
+    index = work / f"idx_tune_{args.seeds[0]}"
+    cmd = [sys.executable, str(Path(__file__).with_name("calibrate.py")), *sets, "--index", str(index),
+           "--out", str(work / "calibration.json")] + (["--holdout", *held] if held else [])
+    subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()

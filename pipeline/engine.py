@@ -1,0 +1,418 @@
+"""The engine: one index directory opened in memory, changed in place, matched against.
+
+    engine = CopyIndex.open("idx")                     # or CopyIndex.create("idx", ModelSpec("sscd"))
+    engine.add_images([("cat", "photos/cat.jpg")])     # embed + local features, stored under a new int64 id
+    engine.remove(["old"])                             # gone from FAISS and the feature store at once
+    result = engine.match([("upload", "upload.jpg")])  # calibrated scores and evidence, best first
+    engine.save()
+
+INDEX_DIR holds catalog.sqlite (pipeline.catalog: every reference's id, name, file stamp, descriptor and
+packed local features: the source of truth), index.faiss (the FAISS index over the catalog, rebuilt from it
+when stale) and manifest.json (pipeline.index_files: model, preprocessing, local-feature settings, index
+type, calibration). Batch work goes through a runner (pipeline.runners): in process by default, on Ray
+when a job passes a RayRunner; matching one image in process starts no Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from copyscope.descriptors import PreprocessCfg
+from copyscope.descriptors.errors import UserError
+from copyscope.matching.candidates import QueryViews, gather_candidates, top_per_query
+from copyscope.matching.index import INDEX_TYPES, IndexParams, SearchIndex
+from copyscope.matching.local_features import LocalFeatures, LocalSpec
+from copyscope.matching.reranking import (
+    FEATURES, RerankOptions, directional_scores, packaged_calibration, pair_features, query_background_level,
+)
+from copyscope.matching.scoring import FittedCalibration
+from copyscope.pipeline.catalog import Catalog, Reference
+from copyscope.pipeline.failures import Failure
+from copyscope.pipeline.files import file_stamp
+from copyscope.pipeline.index_files import (
+    CATALOG, is_index_dir, load_faiss, load_trained, read_manifest, save_faiss, write_manifest,
+)
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.runners import LocalRunner
+from copyscope.pipeline.stages import PrepareOptions, row_local_features
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Output rows, grouped by query and best first: query (R,) and reference (R,) names, reference_id (R,)
+    int64, score (R,) float, reverse_score (R,) float or None (rerank "none"), explain (R,) dicts with
+    every row's evidence; queries: names of the queries matched; failures: queries that could not be read."""
+
+    query: list[str]
+    reference: list[str]
+    reference_id: np.ndarray
+    score: np.ndarray
+    reverse_score: np.ndarray | None
+    explain: list[dict]
+    queries: list[str]
+    failures: list[Failure] = field(default_factory=list)
+    verified_pairs: int = 0
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+
+@dataclass(frozen=True)
+class EmbeddedQueries:
+    views: QueryViews
+    local: dict[str, LocalFeatures]
+    failures: list[Failure]
+
+
+class CopyIndex:
+    """References (descriptors + local features + stable ids) in memory over an index directory."""
+
+    def __init__(self, directory: str | os.PathLike, manifest: dict, catalog: Catalog, search: SearchIndex | None):
+        self.directory, self.manifest, self.catalog, self._search = Path(directory), manifest, catalog, search
+        self._names: dict[int, str] | None = None
+
+    # ---------------------------------------------------------------- open / create / save
+    @classmethod
+    def create(cls, directory: str | os.PathLike, spec: ModelSpec = ModelSpec(), *,
+               local: LocalSpec | None = LocalSpec(), index_type: str = "flat", params: IndexParams | None = None,
+               calibration: FittedCalibration | None = None, pixel_hash: bool = False) -> CopyIndex:
+        """A new, empty index directory (refuses one that holds an index already). calibration: default the
+        packaged one when it was fitted for this model and local-feature setting, else none."""
+        if index_type not in INDEX_TYPES:
+            raise UserError(f"unknown index type {index_type!r}; known: {', '.join(INDEX_TYPES)}")
+        directory = Path(directory)
+        if is_index_dir(directory):
+            raise UserError(f"{directory} already holds an index: open it, or choose another folder")
+        descriptor = spec.build(num_threads=1)
+        local_dict = local.to_dict() if local else None
+        calibration = calibration or packaged_calibration(spec.name, local_dict)
+        manifest = {"model": spec.to_dict(), "descriptor": descriptor.spec(), "local": local_dict,
+                    "pixel_hash": pixel_hash, "index_type": index_type,
+                    "params": (params or IndexParams()).__dict__, "faiss": None,
+                    "calibration": calibration.to_dict() if calibration else None}
+        directory.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(directory / CATALOG, method=local.method if local else None)
+        engine = cls(directory, manifest, catalog, None)
+        engine.save()
+        return engine
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, *, use_gpu: bool = False) -> CopyIndex:
+        """Open an index directory; its FAISS index is loaded, or rebuilt from the catalog when stale."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise UserError(f"no index at {directory}: build one with `copyscope index REF_DIR --out {directory}`")
+        manifest = read_manifest(directory)
+        if not (directory / CATALOG).is_file():
+            raise UserError(f"{directory / CATALOG} is missing: the index directory is incomplete; rebuild it")
+        local = manifest["local"]
+        catalog = Catalog(directory / CATALOG, method=local["method"] if local else None)
+        search = load_faiss(directory, manifest, catalog.generation, use_gpu)
+        engine = cls(directory, manifest, catalog, search)
+        engine._use_gpu = use_gpu
+        if search is None:
+            engine._rebuild(load_trained(directory, manifest))
+        return engine
+
+    @classmethod
+    def open_or_create(cls, directory: str | os.PathLike, spec: ModelSpec, **create_options) -> CopyIndex:
+        """Open `directory` if it holds an index made with `spec` and the same settings, else create it."""
+        if not is_index_dir(directory):
+            return cls.create(directory, spec, **create_options)
+        engine = cls.open(directory)
+        local = create_options.get("local", LocalSpec())
+        wanted = {"model": spec.to_dict(), "local": local.to_dict() if local else None,
+                  "index_type": create_options.get("index_type", "flat")}
+        for key, value in wanted.items():
+            if engine.manifest[key] != value:
+                raise UserError(f"{directory} was built with {key} {engine.manifest[key]!r}, not {value!r}: "
+                                "use another --out, or delete the folder to rebuild it")
+        return engine
+
+    def save(self) -> None:
+        """Write index.faiss (when there is one) and then manifest.json, both atomically."""
+        search = self.search_index(build=True)
+        if search is not None:
+            self.manifest["faiss"] = save_faiss(self.directory, search, self.catalog.generation)
+            self.manifest["params"] = search.params.__dict__
+        write_manifest(self.directory, self.manifest)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # ---------------------------------------------------------------- what it holds
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self.manifest["model"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["descriptor"]["preprocess"]["dim"])
+
+    @property
+    def local(self) -> LocalSpec | None:
+        return LocalSpec(**self.manifest["local"]) if self.manifest["local"] else None
+
+    @property
+    def calibration(self) -> FittedCalibration | None:
+        c = self.manifest["calibration"]
+        return FittedCalibration.from_dict(c) if c else None
+
+    def set_calibration(self, calibration: FittedCalibration) -> None:
+        """Store a calibration after checking it was fitted for this index's model and local features."""
+        calibration.check(self.spec.name, self.manifest["local"], calibration.score_norm, FEATURES)
+        self.manifest["calibration"] = calibration.to_dict()
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def names(self) -> dict[int, str]:
+        """id -> name of every reference (cached until the next change)."""
+        if self._names is None:
+            self._names = self.catalog.names()
+        return self._names
+
+    def search_index(self, build: bool = False) -> SearchIndex | None:
+        """The FAISS index (None for an ivfpq index not trained yet; `build` trains it when it can)."""
+        if self._search is None and build and len(self.catalog):
+            self._rebuild(None)
+        return self._search
+
+    def _rebuild(self, trained: SearchIndex | None) -> None:
+        ids, vectors = self.catalog.embeddings(self.dim)
+        kind, params = self.manifest["index_type"], IndexParams(**self.manifest["params"])
+        if trained is not None:
+            trained.add(vectors, ids)
+            self._search = trained
+        elif kind == "ivfpq" and len(ids) < 39 * 16:
+            self._search = None  # too few vectors to train yet: built on a later save
+        else:
+            base = IndexParams(**{k: v for k, v in params.__dict__.items()
+                                  if k not in ("nlist", "pq_m", "nbits")}) if kind == "ivfpq" else params
+            self._search = SearchIndex.build(vectors, ids, kind, params=base, use_gpu=getattr(self, "_use_gpu", False))
+
+    # ---------------------------------------------------------------- change in place
+    def add(self, refs: Sequence[Reference]) -> list[int]:
+        """Store references computed elsewhere (a replaced name keeps its id) -> their ids."""
+        for r in refs:
+            if np.shape(r.embedding) != (self.dim,) or not np.all(np.isfinite(r.embedding)):
+                raise UserError(f"embedding of {r.name!r} must be {self.dim} finite float32 values, "
+                                f"got shape {np.shape(r.embedding)}")
+            if (r.local is None) != (self.manifest["local"] is None):
+                raise UserError(f"{r.name!r}: this index {'stores' if self.manifest['local'] else 'has no'} "
+                                "local features")
+        if not refs:
+            return []
+        ids = self.catalog.put(refs)
+        self._names = None
+        search = self._search
+        if search is not None:
+            search.remove(ids)
+            search.add(np.stack([np.asarray(r.embedding, np.float32) for r in refs]), ids)
+        elif self.manifest["index_type"] != "ivfpq":
+            self._rebuild(None)
+        return ids
+
+    def remove(self, names: Iterable[str]) -> int:
+        """Remove references by name (unknown names are ignored) -> how many were removed."""
+        ids = self.catalog.delete(list(names))
+        self._names = None
+        if ids and self._search is not None:
+            self._search.remove(ids)
+        return len(ids)
+
+    def record_failures(self, failures: Sequence[tuple[str, str, str]]) -> None:
+        """(name, stamp, reason) of files that could not be read; an earlier version of them is removed."""
+        if failures:
+            removed = self.catalog.put_failures(failures)
+            self._names = None
+            if removed and self._search is not None:
+                self._search.remove(removed)
+
+    def prepare_options(self, regions: int = 0, local: bool = True) -> PrepareOptions:
+        """What the prepare stage makes of each image for this index (its preprocessing, its local features)."""
+        cfg = PreprocessCfg.from_dict(self.manifest["descriptor"]["preprocess"])
+        return PrepareOptions(cfg.to_dict(), regions=regions, local=self.local if local else None,
+                              pixel_hash=bool(self.manifest.get("pixel_hash")))
+
+    def add_images(self, images: Sequence[tuple[str, str]], runner=None, *, stamps: dict[str, str] | None = None,
+                   on_batch: Callable[[int], None] | None = None, progress: Callable[[int], None] | None = None) -> int:
+        """Embed (name, path) images and store them, one catalog transaction a batch (a killed job keeps every
+        finished batch) -> how many were stored; unreadable files are recorded as failures.
+
+        stamps: name -> file stamp (default: read now). on_batch(n): called after each committed batch.
+        progress(n): called with the number of images of each batch."""
+        runner = runner or LocalRunner()
+        rows = [{"id": n, "path": p, "stamp": (stamps or {}).get(n) or file_stamp(p)} for n, p in images]
+        prepare, stored = self.prepare_options(), 0
+        method = self.local.method if self.local else None
+        for batch_no, batch in enumerate(runner.embed(rows, self.spec, prepare)):
+            refs, failed = [], []
+            for i, (name, stamp, error) in enumerate(zip(batch["id"], batch["stamp"], batch["error"])):
+                if error:
+                    failed.append((str(name), str(stamp), str(error)))
+                    continue
+                local = row_local_features(batch, i, method) if method else None
+                digest = str(batch["pixel_hash"][i]) if prepare.pixel_hash else ""
+                refs.append(Reference(str(name), str(stamp), batch["embedding"][i], local, digest))
+            self.add(refs)
+            self.record_failures(failed)
+            stored += len(refs)
+            if on_batch:
+                on_batch(batch_no)
+            if progress:
+                progress(len(batch["id"]))
+        return stored
+
+    # ---------------------------------------------------------------- match
+    def embed_queries(self, images: Sequence[tuple[str, str]], runner, *, regions: int, local: bool,
+                      progress: Callable[[int], None] | None = None) -> EmbeddedQueries:
+        """(name, path) images -> every view's descriptor and the whole image's local features."""
+        prepare = self.prepare_options(regions=regions, local=local)
+        prepare = PrepareOptions(prepare.preprocess, regions=regions, local=prepare.local)  # no pixel digests
+        views: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        features: dict[str, LocalFeatures] = {}
+        failures = []
+        rows = [{"id": n, "path": p} for n, p in images]
+        for batch in runner.embed(rows, self.spec, prepare):
+            for i, (name, view) in enumerate(zip(batch["id"], batch["view"])):
+                name = str(name)
+                if batch["error"][i]:
+                    failures.append(Failure(str(batch["path"][i]), str(batch["error"][i])))
+                    continue
+                views.setdefault(name, []).append((int(view), batch["box"][i], batch["embedding"][i]))
+                if view == 0 and prepare.local:
+                    features[name] = row_local_features(batch, i, prepare.local.method)
+            if progress:
+                progress(int((batch["view"] == 0).sum()))
+        names = sorted(views)
+        flat = [(q, box, emb) for q, n in enumerate(names) for _, box, emb in sorted(views[n], key=lambda t: t[0])]
+        view_query = np.array([q for q, _, _ in flat], np.int64)
+        whole = np.searchsorted(view_query, np.arange(len(names)))  # view 0 comes first in each query's run
+        vectors = np.stack([e for _, _, e in flat]) if flat else np.empty((0, self.dim), np.float32)
+        boxes = np.stack([b for _, b, _ in flat]) if flat else np.empty((0, 4), np.int32)
+        return EmbeddedQueries(QueryViews(names, view_query, boxes, vectors, whole), features, failures)
+
+    def check_background(self, background: CopyIndex) -> None:
+        for key in ("model", "descriptor"):
+            if background.manifest[key] != self.manifest[key]:
+                raise UserError(f"background index {background.directory} was made with another {key} than the "
+                                f"reference index: {background.manifest[key]} != {self.manifest[key]}")
+
+    def match(self, images: Sequence[tuple[str, str]], runner=None, *, k: int = 10,
+              rerank: RerankOptions = RerankOptions(), background: CopyIndex | None = None,
+              progress: Callable[[str, int], None] | None = None) -> MatchResult:
+        """(name, path) queries -> at most k references a query, best first, with calibrated scores.
+
+        rerank "none": the global inner product (normalised by the background level when a background index
+        is given). Otherwise the calibrated probability that the query is a copy of the reference
+        (matching.reranking), which needs the index's local features and a calibration fitted for them."""
+        if k < 1:
+            raise UserError(f"k must be >= 1, got {k}")
+        if rerank.mode != "none":
+            self.calibration_for(rerank)  # fail before any embedding
+        if background is not None:
+            self.check_background(background)
+        runner = runner or LocalRunner()
+        queries = self.embed_queries(images, runner, regions=rerank.regions if rerank.mode == "full" else 0,
+                                     local=rerank.mode != "none", progress=_stage(progress, "embed"))
+        return self.match_embedded(queries, runner, k=k, rerank=rerank, background=background, progress=progress)
+
+    def match_embeddings(self, names: Sequence[str], vectors: np.ndarray, *, k: int = 10,
+                         background: CopyIndex | None = None) -> MatchResult:
+        """Queries embedded elsewhere: N names, (N, D) float32 -> global-score matches (rerank "none")."""
+        if k < 1:
+            raise UserError(f"k must be >= 1, got {k}")
+        n = len(names)
+        views = QueryViews(list(names), np.arange(n, dtype=np.int64), np.zeros((n, 4), np.int32),
+                           np.asarray(vectors, np.float32), np.arange(n, dtype=np.int64))
+        if background is not None:
+            self.check_background(background)
+        return self.match_embedded(EmbeddedQueries(views, {}, []), None, k=k, rerank=RerankOptions(mode="none"),
+                                   background=background)
+
+    def match_embedded(self, queries: EmbeddedQueries, runner, *, k: int, rerank: RerankOptions,
+                       background: CopyIndex | None = None,
+                       progress: Callable[[str, int], None] | None = None) -> MatchResult:
+        """Search, verify and score queries whose views are embedded (see `match`)."""
+        calibration = self.calibration_for(rerank).calibration if rerank.mode != "none" else None
+        views, search = queries.views, self.search_index(build=True)
+        if search is None or len(search) == 0 or not views.ids:
+            return self._result([], views, None, {}, [], np.empty(0), None, queries.failures)
+        cands = gather_candidates(views, search, max(k, rerank.verify_top))
+        bg = background.search_index(build=True) if background is not None else None
+        level = query_background_level(views, bg, rerank.background_k)
+        evidence: list[dict] = [{} for _ in range(len(cands.query))]
+        if rerank.mode != "none":
+            chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)  # the level is per query
+            found = self._verify(views, cands, chosen, queries.local, runner, rerank, _stage(progress, "verify"))
+            for p in chosen:
+                evidence[p] = found.get((views.ids[cands.query[p]], int(cands.reference[p])), {})
+        features = pair_features(cands, level, evidence, rerank)
+        if rerank.mode == "none":
+            score = features["best_view"] if background is not None else cands.best_score.astype(np.float64)
+            reverse = None
+        else:
+            score, reverse = directional_scores(features, calibration)
+        keep = top_per_query(cands.query, score, k)
+        keep = keep[np.lexsort((-score[keep], cands.query[keep]))]
+        return self._result(keep, views, cands, features, evidence, score, reverse, queries.failures)
+
+    def calibration_for(self, rerank: RerankOptions) -> FittedCalibration:
+        """The index's calibration, checked against this use (UserError when it has none, or does not fit)."""
+        if not self.manifest["local"]:
+            raise UserError(f"index {self.directory} stores no local features; re-index with them or use "
+                            "--rerank none")
+        calibration = self.calibration
+        if calibration is None:
+            raise UserError(f"index {self.directory} has no calibration for model {self.spec.name!r} with these "
+                            "local features: fit one with benchmarks/calibrate.py and pass it to `copyscope index "
+                            "--calibration FILE`, or match with --rerank none")
+        calibration.check(self.spec.name, self.manifest["local"], rerank.score_norm, FEATURES)
+        return calibration
+
+    def _verify(self, views: QueryViews, cands, chosen: np.ndarray, local: dict[str, LocalFeatures], runner,
+                rerank: RerankOptions, progress) -> dict[tuple[str, int], dict]:
+        from copyscope.pipeline.verify_stage import query_rows
+
+        pairs: dict[str, list[int]] = {}
+        for p in chosen:
+            pairs.setdefault(views.ids[cands.query[p]], []).append(int(cands.reference[p]))
+        found = {}
+        rows = query_rows(pairs, local)
+        for batch in runner.verify(rows, str(self.directory / CATALOG), self.local.method, rerank.geometry):
+            for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
+                found[(str(q), int(r))] = json.loads(str(e))
+            if progress:
+                progress(len(batch["query"]))
+        return found
+
+    def _result(self, keep, views: QueryViews, cands, features, evidence, score, reverse,
+                failures: list[Failure]) -> MatchResult:
+        keep = np.asarray(keep, np.int64)
+        names = self.names()
+        explain = []
+        for p in keep:
+            row = {"query_id": views.ids[cands.query[p]], "reference_id": names[int(cands.reference[p])],
+                   "score": float(score[p]), "reverse_score": None if reverse is None else float(reverse[p]),
+                   "best_view_score": float(cands.best_score[p]),
+                   "whole_image_score": float(cands.whole_score[p]) if np.isfinite(cands.whole_score[p]) else None,
+                   "best_view_box": views.view_box[cands.view[p]].tolist()}
+            explain.append(row | {name: float(features[name][p]) for name in FEATURES} | evidence[p])
+        return MatchResult(
+            query=[e["query_id"] for e in explain], reference=[e["reference_id"] for e in explain],
+            reference_id=cands.reference[keep] if cands is not None else np.empty(0, np.int64),
+            score=np.asarray(score, np.float64)[keep] if len(keep) else np.empty(0),
+            reverse_score=None if reverse is None else reverse[keep], explain=explain, queries=list(views.ids),
+            failures=failures, verified_pairs=sum(bool(e) for e in evidence))
+
+
+def _stage(progress: Callable[[str, int], None] | None, stage: str) -> Callable[[int], None] | None:
+    """progress(stage, n) -> a callback of n alone for one stage (None stays None)."""
+    return (lambda n: progress(stage, n)) if progress else None

@@ -1,0 +1,216 @@
+"""pipeline.engine: in-place add / remove / match in process, incremental `index` against a fresh-index oracle,
+stale FAISS files rebuilt from the catalog, calibration that travels with the index, precomputed descriptors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from copyscope.descriptors.errors import UserError
+from copyscope.jobs.cli import main
+from copyscope.jobs.index import index_folder
+from copyscope.jobs.match import match_folder
+from copyscope.matching.local_features import LocalSpec
+from copyscope.matching.reranking import FEATURES, RerankOptions
+from copyscope.matching.scoring import CalibrationMismatch, FittedCalibration
+from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.pipeline.engine import CopyIndex
+from copyscope.pipeline.formats import read_matches
+from copyscope.pipeline.index_files import IndexCorruptError
+from copyscope.pipeline.model_spec import ModelSpec
+from tests.photo_edits import make_copy_set
+
+SPEC = ModelSpec("sscd_distilled")
+SETTINGS = EmbedSettings(num_actors=1, threads_per_actor=1, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def copy_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("set")
+    truth = make_copy_set(root)
+    return root, truth
+
+
+def images(folder) -> list[tuple[str, str]]:
+    return sorted((p.stem, str(p)) for p in folder.iterdir())
+
+
+def best_match(result) -> dict[str, tuple[str, float]]:
+    best = {}
+    for q, r, s in zip(result.query, result.reference, result.score):
+        best.setdefault(q, (r, float(s)))
+    return best
+
+
+def test_engine_adds_removes_and_matches_in_process(tmp_path, copy_set):
+    root, truth = copy_set
+    assert not ray.is_initialized()
+    engine = CopyIndex.create(tmp_path / "idx", SPEC)
+    refs = images(root / "refs")
+    assert engine.add_images(refs[:-1]) == len(refs) - 1
+    queries = [(q, str(root / "queries" / f"{q}.jpg")) for q in ("coffee_crop", "rocket_text")]
+    best = best_match(engine.match(queries, k=3))
+    assert best["coffee_crop"][0] == "coffee" and best["rocket_text"][0] == "rocket"
+    assert best["coffee_crop"][1] > 0.5
+
+    engine.remove(["coffee"])  # gone at once: from FAISS and from the feature store
+    assert "coffee" not in best_match(engine.match(queries[:1], k=3)).get("coffee_crop", ("",))[0]
+    last = refs[-1]
+    engine.add_images([last])  # a new reference is matchable at once
+    q = [(f"{last[0]}_crop", str(root / "queries" / f"{last[0]}_crop.jpg"))]
+    assert best_match(engine.match(q, k=1))[q[0][0]][0] == last[0]
+    engine.save()
+    assert not ray.is_initialized()  # nothing of this started Ray
+
+    reopened = CopyIndex.open(tmp_path / "idx")
+    assert sorted(reopened.names().values()) == sorted(n for n, _ in refs if n != "coffee")
+    assert reopened.catalog.ids_of(["rocket"]) == engine.catalog.ids_of(["rocket"])  # ids survive a restart
+    n, mean, top = reopened.catalog.feature_bytes()
+    assert n == len(refs) - 1 and 0 < mean <= top
+
+
+def test_incremental_index_equals_a_fresh_index(tmp_path, copy_set):
+    root, _ = copy_set
+    folder = tmp_path / "refs"
+    shutil.copytree(root / "refs", folder)
+    for name in ("coffee_crop", "rocket_text"):  # two more references in the first version
+        shutil.copy(root / "queries" / f"{name}.jpg", folder / f"{name}.jpg")
+    first = index_folder(folder, tmp_path / "idx", SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    assert first.added == 8
+    ids_before = CopyIndex.open(tmp_path / "idx").catalog.ids_of(["astronaut", "coffee_crop"])
+
+    (folder / "coffee_crop.jpg").unlink()  # deleted
+    (folder / "rocket_text.jpg").unlink()
+    shutil.copy(root / "queries" / "unrelated_camera.png", folder / "camera.png")  # added
+    target = folder / "chelsea.jpg"  # changed in place
+    target.write_bytes((root / "queries" / "chelsea_grey_blur.jpg").read_bytes())
+    os.utime(target, ns=(time.time_ns() + 10**9,) * 2)
+    again = index_folder(folder, tmp_path / "idx", SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    assert (again.added, again.updated, again.removed, again.unchanged) == (1, 1, 2, 5)
+    assert CopyIndex.open(tmp_path / "idx").catalog.ids_of(["astronaut", "coffee_crop"]) == \
+        {"astronaut": ids_before["astronaut"]}
+
+    index_folder(folder, tmp_path / "fresh", SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    a, b = CopyIndex.open(tmp_path / "idx"), CopyIndex.open(tmp_path / "fresh")
+    assert sorted(a.names().values()) == sorted(b.names().values())
+    for out, idx in (("a.csv", "idx"), ("b.csv", "fresh")):
+        match_folder(root / "queries", tmp_path / idx, tmp_path / out, k=3, settings=SETTINGS, use_ray=False,
+                     explain_path=tmp_path / f"{out}.jsonl", progress=False)
+    ma, mb = read_matches(tmp_path / "a.csv"), read_matches(tmp_path / "b.csv")
+    assert list(ma.query_ids) == list(mb.query_ids) and list(ma.reference_ids) == list(mb.reference_ids)
+    np.testing.assert_allclose(ma.scores, mb.scores, atol=1e-4)
+    assert "coffee_crop" not in set(ma.reference_ids)  # a deleted reference no longer matches
+
+
+def test_stale_or_missing_faiss_file_is_rebuilt_from_the_catalog(tmp_path, copy_set):
+    root, _ = copy_set
+    index_folder(root / "refs", tmp_path / "idx", SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    queries = images(root / "queries")[:6]
+    want = CopyIndex.open(tmp_path / "idx").match(queries, k=2, rerank=RerankOptions(mode="none"))
+    data = (tmp_path / "idx" / "index.faiss").read_bytes()
+    (tmp_path / "idx" / "index.faiss").write_bytes(data[: len(data) // 2])  # a torn file
+    got = CopyIndex.open(tmp_path / "idx").match(queries, k=2, rerank=RerankOptions(mode="none"))
+    assert got.reference == want.reference
+    (tmp_path / "idx" / "index.faiss").unlink()
+    engine = CopyIndex.open(tmp_path / "idx")
+    assert len(engine.search_index()) == 6
+    engine.remove(["rocket"])  # a change not saved: the file on disk is now behind the catalog
+    assert CopyIndex.open(tmp_path / "idx").search_index().ids().size == 5
+
+
+def test_corrupt_manifest_is_a_clear_error(tmp_path, copy_set):
+    root, _ = copy_set
+    CopyIndex.create(tmp_path / "idx", SPEC)
+    manifest = tmp_path / "idx" / "manifest.json"
+    text = manifest.read_text()
+    manifest.write_text("{")
+    with pytest.raises(IndexCorruptError, match="JSON"):
+        CopyIndex.open(tmp_path / "idx")
+    manifest.write_text(json.dumps({**json.loads(text), "format": 1}))
+    with pytest.raises(IndexCorruptError, match="format 2"):
+        CopyIndex.open(tmp_path / "idx")
+    manifest.unlink()
+    with pytest.raises(IndexCorruptError, match="copyscope index"):
+        CopyIndex.open(tmp_path / "idx")
+    with pytest.raises(UserError, match="no index at"):
+        CopyIndex.open(tmp_path / "nowhere")
+    CopyIndex.create(tmp_path / "other", SPEC)
+    with pytest.raises(UserError, match="already holds an index"):
+        CopyIndex.create(tmp_path / "other", SPEC)
+
+
+def test_calibration_travels_with_the_index_and_is_refused_elsewhere(tmp_path, copy_set):
+    root, _ = copy_set
+    engine = CopyIndex.create(tmp_path / "idx", ModelSpec("sscd"))
+    assert engine.calibration.model == "sscd" and engine.calibration.local == LocalSpec().to_dict()
+    with pytest.raises(CalibrationMismatch, match="score normalisation"):
+        engine.calibration_for(RerankOptions(score_norm="subtract"))
+    other = FittedCalibration(engine.calibration.calibration, FEATURES, "sscd_distilled", LocalSpec().to_dict(),
+                              "stretch")
+    with pytest.raises(CalibrationMismatch, match="model"):
+        engine.set_calibration(other)
+    # a model without a fitted calibration: rerank is refused with what to do, --rerank none works
+    bare = CopyIndex.create(tmp_path / "timm", ModelSpec("timm:resnet18", options={"proj_dim": 32, "image_size": 64}),
+                            local=LocalSpec(max_keypoints=50))
+    assert bare.calibration is None
+    bare.add_images(images(root / "refs")[:2])
+    with pytest.raises(UserError, match="no calibration"):
+        bare.match(images(root / "queries")[:1])
+    assert len(bare.match(images(root / "queries")[:1], k=1, rerank=RerankOptions(mode="none"))) == 1
+    # a written calibration file is taken by `index --calibration`
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(other.to_dict()))
+    assert main(["index", str(root / "refs"), "--out", str(tmp_path / "with"), "--model", "sscd_distilled",
+                 "--calibration", str(path), "--ray", "off", "--quiet"]) == 0
+    assert CopyIndex.open(tmp_path / "with").calibration == other
+
+
+def write_parquet(path, ids, vectors) -> None:
+    pq.write_table(pa.table({"id": ids, "embedding": [list(map(float, v)) for v in vectors]}), path)
+
+
+def test_precomputed_descriptors_index_and_match(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    refs = rng.normal(size=(50, 512)).astype(np.float32)
+    write_parquet(tmp_path / "refs.parquet", [f"r{i}" for i in range(50)], refs)
+    assert main(["index", "--descriptors", str(tmp_path / "refs.parquet"), "--model", "sscd",
+                 "--out", str(tmp_path / "idx")]) == 0
+    queries = refs[[3, 17]] + 0.05 * rng.normal(size=(2, 512)).astype(np.float32)
+    write_parquet(tmp_path / "q.parquet", ["a", "b"], queries)
+    assert main(["match", "--descriptors", str(tmp_path / "q.parquet"), "--index", str(tmp_path / "idx"),
+                 "--out", str(tmp_path / "m.csv"), "--k", "2"]) == 0
+    m = read_matches(tmp_path / "m.csv")
+    assert [(q, r) for q, r, _ in m][::2] == [("a", "r3"), ("b", "r17")]
+    # re-running with one id dropped and one changed touches only those
+    write_parquet(tmp_path / "refs.parquet", [f"r{i}" for i in range(49)], np.concatenate([refs[:48], refs[:1]]))
+    assert main(["index", "--descriptors", str(tmp_path / "refs.parquet"), "--model", "sscd",
+                 "--out", str(tmp_path / "idx")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["removed"], summary["updated"], summary["unchanged"]) == (1, 1, 48)
+    # such an index has no local features: re-ranking is refused with what to do
+    with pytest.raises(UserError, match="no local features"):
+        CopyIndex.open(tmp_path / "idx").match([("x", "y")])
+
+
+@pytest.mark.parametrize("ids, vectors, problem", [
+    (["a", "b"], np.ones((2, 10), np.float32), "dimension is 512"),
+    (["a", "a"], np.ones((2, 512), np.float32), "already given"),
+    (["a", "b"], np.stack([np.ones(512), np.full(512, np.nan)]).astype(np.float32), "not finite"),
+    (["a", ""], np.ones((2, 512), np.float32), "non-empty string"),
+])
+def test_precomputed_descriptors_are_checked(tmp_path, capsys, ids, vectors, problem):
+    write_parquet(tmp_path / "e.parquet", ids, vectors)
+    assert main(["index", "--descriptors", str(tmp_path / "e.parquet"), "--model", "sscd",
+                 "--out", str(tmp_path / "idx")]) == 1
+    assert problem in capsys.readouterr().err
+    pq.write_table(pa.table({"name": ["a"]}), tmp_path / "bad.parquet")
+    assert main(["index", "--descriptors", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "i2")]) == 1
+    assert "missing column" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import traceback
 from dataclasses import asdict
 
 from copyscope.descriptors.errors import UserError
-from copyscope.jobs.device import resolve_device
+from copyscope.jobs.device import actor_device, resolve_device
 from copyscope.jobs.examples import attach_examples
 from copyscope.matching.index import INDEX_TYPES, IndexParams
 from copyscope.matching.local_features import LOCAL_METHODS, LocalSpec
@@ -35,7 +35,14 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 def _settings(args, device: str) -> EmbedSettings:
     return EmbedSettings(device=device, num_actors=args.num_actors, threads_per_actor=args.threads,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, actor_device=actor_device(device))
+
+
+def _device(args, model: str) -> str:
+    """--device resolved for the runtime that runs `model` (onnxruntime or torch)."""
+    from copyscope.descriptors import descriptor_backend
+
+    return resolve_device(args.device, descriptor_backend(model))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +147,7 @@ def run_index(args) -> dict:
         raise UserError("give a folder of reference images, or --descriptors PATH (not both)")
     if args.descriptors:
         return asdict(index_embeddings(args.descriptors, args.out, spec, index_type=args.index_type))
-    device = resolve_device(args.device)
+    device = _device(args, spec.name)
     calibration = _read_calibration(args.calibration) if args.calibration else None
     summary = index_folder(args.ref_dir, args.out, spec, index_type=args.index_type, index_params=IndexParams(),
                            settings=_settings(args, device), calibration=calibration,
@@ -171,7 +178,9 @@ def run_match(args) -> dict:
     if args.descriptors:
         return asdict(match_embeddings_file(args.descriptors, args.index, args.out, k=args.k,
                                             background_dir=args.background))
-    device = resolve_device(args.device)
+    from copyscope.pipeline.index_files import read_manifest
+
+    device = _device(args, read_manifest(args.index)["model"]["name"])
     summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(
                                mode=args.rerank, regions=args.regions, verify_top=args.verify_top,
                                score_norm=args.score_norm, beta=args.beta),
@@ -183,8 +192,10 @@ def run_match(args) -> dict:
 
 def run_dedup(args) -> dict:
     from copyscope.jobs.dedup import DedupOptions, dedup_folder
+    from copyscope.pipeline.index_files import read_manifest
 
-    device = resolve_device(args.device)
+    model = args.model or (read_manifest(args.index)["model"]["name"] if args.index else "sscd")
+    device = _device(args, model)
     spec = ModelSpec(args.model, args.weights) if args.model else None
     options = DedupOptions(keep=args.keep, action=args.action, threshold=args.threshold, min_inliers=args.min_inliers,
                            k=args.k, index_type=args.index_type, move_to=args.move_to, yes=args.yes)

@@ -25,13 +25,16 @@ class EmbedSettings:
 
     num_actors: model replicas; None = one per CPU of the Ray cluster (one per GPU with a GPU).
     threads_per_actor: intra-op threads of each; None = this machine's cores split between actors.
-    batch_size: images per model call.
+    batch_size: images per model call. actor_device: the device as a Ray GPU actor sees it (Ray narrows
+    CUDA_VISIBLE_DEVICES, so "cuda:1" is "cuda:0" there; the job maps it, jobs.device.actor_device);
+    None = device.
     """
 
     device: str = "cpu"
     num_actors: int | None = None
     threads_per_actor: int | None = None
     batch_size: int = 16
+    actor_device: str | None = None
 
     def actors(self) -> int:
         if self.num_actors:
@@ -60,7 +63,7 @@ def embed_rows(rows: list[dict], spec: ModelSpec, prepare: PrepareOptions,
         EmbedActor,
         batch_size=settings.batch_size,
         batch_format="numpy",
-        fn_constructor_kwargs={"spec": spec.to_dict(), "device": settings.device,
+        fn_constructor_kwargs={"spec": spec.to_dict(), "device": settings.actor_device or settings.device,
                                "num_threads": settings.threads(actors), "prepare": prepare.to_dict()},
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=1,

@@ -34,12 +34,12 @@ def copyscope(*args: str) -> None:
         raise SystemExit(done.stderr[-3000:])
 
 
-def explained(work: Path, half: Path, seed: int, model: str, provisional: Path) -> str:
+def explained(work: Path, half: Path, seed: int, model: str, provisional: Path, extra: list[str]) -> str:
     bench, idx = work / f"bench_{half.name}_{seed}", work / f"idx_{half.name}_{seed}"
     if not bench.exists():
         copyscope("benchmark", "make", str(half), "--out", str(bench), "--seed", str(seed), "--quiet")
     copyscope("index", str(bench / "references"), "--out", str(idx), "--model", model, "--calibration",
-              str(provisional), "--quiet")
+              str(provisional), "--quiet", *extra)
     explain = work / f"explain_{half.name}_{seed}.jsonl"
     copyscope("match", str(bench / "queries"), "--index", str(idx), "--out", str(work / f"m_{half.name}_{seed}.csv"),
               "--k", "10", "--explain", str(explain), "--quiet")
@@ -53,17 +53,21 @@ def main() -> None:
     parser.add_argument("--model", default="sscd")
     parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
     parser.add_argument("--holdout-seed", type=int, default=None)
+    parser.add_argument("--full-local-features", action="store_true",
+                        help="fit for references stored whole (LocalSpec.uncompressed), not the compact default")
     args = parser.parse_args()
+    local = LocalSpec.uncompressed() if args.full_local_features else LocalSpec()
+    extra = ["--full-local-features"] if args.full_local_features else []
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     halves = make_halves(args.photos, work / "halves")
     # Any weights serve for matching while fitting: the explain rows are all verified candidates.
     provisional = work / "provisional.json"
     start = PACKAGED_CALIBRATIONS["sscd"]
-    provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, LocalSpec().to_dict(),
+    provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, local.to_dict(),
                                                         "stretch").to_dict()))
-    sets = [explained(work, halves["tune"], seed, args.model, provisional) for seed in args.seeds]
-    held = [explained(work, halves["holdout"], args.holdout_seed, args.model, provisional)] \
+    sets = [explained(work, halves["tune"], seed, args.model, provisional, extra) for seed in args.seeds]
+    held = [explained(work, halves["holdout"], args.holdout_seed, args.model, provisional, extra)] \
         if args.holdout_seed is not None else []
     index = work / f"idx_tune_{args.seeds[0]}"
     cmd = [sys.executable, str(Path(__file__).with_name("calibrate.py")), *sets, "--index", str(index),

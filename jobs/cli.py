@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-type", default="flat", choices=INDEX_TYPES)
     p.add_argument("--local-features", default="rootsift", choices=(*LOCAL_METHODS, "none"),
                    help="local features stored for verification at match time (default rootsift)")
+    p.add_argument("--full-local-features", action="store_true",
+                   help="store all 1000 keypoints as raw descriptors (~95 KB an image) instead of the compact default")
     p.add_argument("--calibration", default=None,
                    help="calibration JSON from benchmarks/calibrate.py (default: the packaged one, when it fits)")
     p.add_argument("--descriptors", default=None,
@@ -151,7 +153,7 @@ def run_index(args) -> dict:
     calibration = _read_calibration(args.calibration) if args.calibration else None
     summary = index_folder(args.ref_dir, args.out, spec, index_type=args.index_type, index_params=IndexParams(),
                            settings=_settings(args, device), calibration=calibration,
-                           local=None if args.local_features == "none" else LocalSpec(args.local_features),
+                           local=_local_spec(args),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 
@@ -164,6 +166,15 @@ def _read_calibration(path: str):
             return FittedCalibration.from_dict(json.load(f))
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"cannot read the calibration {path}: {e}") from e
+
+
+def _local_spec(args) -> LocalSpec | None:
+    """--local-features (and --full-local-features) -> what the index extracts and stores."""
+    if args.local_features == "none":
+        return None
+    if args.full_local_features:
+        return LocalSpec.uncompressed(args.local_features)
+    return LocalSpec.for_method(args.local_features)
 
 
 def _use_ray(args) -> bool | None:
@@ -200,7 +211,7 @@ def run_dedup(args) -> dict:
     options = DedupOptions(keep=args.keep, action=args.action, threshold=args.threshold, min_inliers=args.min_inliers,
                            k=args.k, index_type=args.index_type, move_to=args.move_to, yes=args.yes)
     summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index,
-                           settings=_settings(args, device), local=LocalSpec(args.local_features),
+                           settings=_settings(args, device), local=_local_spec(args),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 

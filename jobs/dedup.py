@@ -196,7 +196,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     failures = read_failures_csv(own_dir / "failures.csv")
     write_failures_csv(out / "failures.csv", failures)
     own = CopyIndex.open(own_dir)
-    calibration = own.calibration_for(RerankOptions())
+    calibration = own.calibration_for(RerankOptions()).calibration
     table = _read_table(folder, own)
     infos = _Infos(folder, table.paths)
 
@@ -207,7 +207,6 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
         rep_of[rows] = best
     reps = np.flatnonzero(rep_of == np.arange(len(table.ids)))
 
-    method = local.method
     rep_index = SearchIndex.build(table.vectors[reps], None, options.index_type)
     found, rep_level = knn_pairs(table.vectors[reps], rep_index, options.k, options.floor, self_join=True,
                                  progress=progress)
@@ -215,7 +214,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     level[reps] = rep_level
     near = Pairs(reps[found.a], reps[found.b], found.global_score)
     near = score_pairs(near, verify_catalog_pairs(runner, own.catalog, table.catalog_ids[near.a],
-                                                  table.catalog_ids[near.b], own_dir / CATALOG, method),
+                                                  table.catalog_ids[near.b], own_dir / CATALOG, local.to_dict()),
                        np.maximum(level[near.a], level[near.b]), calibration)
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
@@ -224,7 +223,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
                              self_join=False)
         found = Pairs(reps[found.a], found.b, found.global_score)
         ref = score_pairs(found, verify_catalog_pairs(runner, own.catalog, table.catalog_ids[found.a], found.b,
-                                                      Path(index_dir) / CATALOG, method), level[found.a],
+                                                      Path(index_dir) / CATALOG, local.to_dict()), level[found.a],
                            calibration)
         ref_paths = {i: REFERENCE_PREFIX + name for i, name in reference.names().items()}
     groups = _groups(table, infos, rep_of, reps, near, ref, ref_paths, options)
@@ -237,13 +236,14 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
                       for a, b, s, e, g, n, c in zip(p.a, p.b, scored.score, edges, p.global_score, scored.inliers,
                                                      scored.coverage)]
     ids_of = dict(zip(table.paths, table.catalog_ids.tolist()))
-    return groups, pair_rows, len(failures), len(table.ids) + len(failures), _stored_verifier(own.catalog, ids_of)
+    verifier = _stored_verifier(own.catalog, ids_of, local)
+    return groups, pair_rows, len(failures), len(table.ids) + len(failures), verifier
 
 
-def _stored_verifier(catalog, ids: dict[str, int]) -> Callable[[str, str], Verification]:
+def _stored_verifier(catalog, ids: dict[str, int], spec: LocalSpec) -> Callable[[str, str], Verification]:
     """verify(path_a, path_b) -> Verification of a over b from the local features in the catalog."""
     def verify(a: str, b: str) -> Verification:
-        return verify_stored(catalog.features(ids[a]), catalog.features(ids[b]))
+        return verify_stored(catalog.features(ids[a]), catalog.features(ids[b]), spec)
     return verify
 
 

@@ -15,6 +15,7 @@ when a job passes a RayRunner; matching one image in process starts no Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 from copyscope.descriptors import PreprocessCfg
 from copyscope.descriptors.errors import UserError
 from copyscope.matching.candidates import QueryViews, gather_candidates, top_per_query
+from copyscope.matching.compact_features import compact
 from copyscope.matching.index import INDEX_TYPES, IndexParams, SearchIndex
 from copyscope.matching.local_features import LocalFeatures, LocalSpec
 from copyscope.matching.reranking import (
@@ -209,6 +211,8 @@ class CopyIndex:
                                 "local features")
         if not refs:
             return []
+        if self.local is not None:
+            refs = [dataclasses.replace(r, local=compact(r.local, self.local)) for r in refs]
         ids = self.catalog.put(refs)
         self._names = None
         search = self._search
@@ -386,7 +390,7 @@ class CopyIndex:
             pairs.setdefault(views.ids[cands.query[p]], []).append(int(cands.reference[p]))
         found = {}
         rows = query_rows(pairs, local)
-        for batch in runner.verify(rows, str(self.directory / CATALOG), self.local.method, rerank.geometry):
+        for batch in runner.verify(rows, str(self.directory / CATALOG), self.manifest["local"], rerank.geometry):
             for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
                 found[(str(q), int(r))] = json.loads(str(e))
             if progress:

@@ -3,7 +3,7 @@ same batches (pipeline.stages.prepare_batch + EmbedActor for embedding, pipeline
 for verification), so a result never depends on where it was computed.
 
     embed(rows, spec, prepare) -> iterator of view-row batches with "embedding" (B, D) float32
-    verify(rows, catalog_path, method, geometry) -> iterator of {"query", "reference", "evidence"} batches
+    verify(rows, catalog_path, local, geometry) -> iterator of {"query", "reference", "evidence"} batches
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ class LocalRunner:
         for start in range(0, len(rows), self.settings.batch_size):
             yield model(prepare_batch(_columns(rows[start:start + self.settings.batch_size]), options))
 
-    def verify(self, rows: list[dict], catalog_path: str, method: str, geometry: str) -> Iterator[dict]:
-        key = (str(catalog_path), method, geometry)
+    def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> Iterator[dict]:
+        key = (str(catalog_path), repr(sorted(local.items())), geometry)
         if key not in self._verifiers:
-            self._verifiers[key] = VerifyActor(catalog_path, method, geometry)
+            self._verifiers[key] = VerifyActor(catalog_path, local, geometry)
         if rows:
             yield self._verifiers[key](_columns(rows))
 
@@ -68,13 +68,13 @@ class RayRunner:
     def embed(self, rows: list[dict], spec: ModelSpec, prepare: PrepareOptions) -> Iterator[dict]:
         yield from embed_rows(rows, spec, prepare, self.settings)
 
-    def verify(self, rows: list[dict], catalog_path: str, method: str, geometry: str) -> Iterator[dict]:
+    def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> Iterator[dict]:
         if not rows:
             return
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * workers))
         ds = ds.map_batches(VerifyActor, batch_size=4, batch_format="numpy", num_cpus=1,
-                            fn_constructor_kwargs={"catalog_path": str(catalog_path), "method": method,
+                            fn_constructor_kwargs={"catalog_path": str(catalog_path), "local": local,
                                                    "geometry": geometry},
                             compute=ray.data.ActorPoolStrategy(size=workers), **ACTOR_OPTIONS)
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")

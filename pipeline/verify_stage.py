@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-from copyscope.matching.local_features import BINARY_METHODS, LocalFeatures, mirror_features
+from copyscope.matching.compact_features import mirrored, project
+from copyscope.matching.local_features import BINARY_METHODS, LocalFeatures, LocalSpec
 from copyscope.matching.verification import Verification, verify_pair
 from copyscope.pipeline.catalog import Catalog
 
@@ -22,11 +23,12 @@ def _bbox(region: np.ndarray) -> np.ndarray:
     return np.concatenate([region.min(axis=0), region.max(axis=0)]).astype(np.float32)
 
 
-def verify_stored(q: LocalFeatures, r: LocalFeatures, geometry: str = "homography") -> Verification:
-    """Verify stored features of a query against a reference, with the free mirror pass of SIFT-like
-    features (ORB / AKAZE would need the query's flipped image, which stored features cannot give)."""
-    mirrored = mirror_features(q) if q.method not in BINARY_METHODS and len(q) else None
-    return verify_pair(q, r, mirrored=mirrored, geometry=geometry)
+def verify_stored(q: LocalFeatures, r: LocalFeatures, spec: LocalSpec, geometry: str = "homography") -> Verification:
+    """A query's features (as extracted, or as stored) against a reference's stored features, matched as
+    `spec` says (projection, ratio), with the mirror pass of SIFT-like features (ORB / AKAZE would need
+    the query's flipped image, which stored features cannot give)."""
+    mirror = mirrored(q, spec) if spec.method not in BINARY_METHODS and len(q) else None
+    return verify_pair(project(q, spec), r, mirrored=mirror, geometry=geometry, ratio=spec.ratio)
 
 
 def evidence_of(v: Verification) -> dict:
@@ -47,17 +49,18 @@ class VerifyActor:
     """Rows {"query", "candidates" (C,) int64 reference ids, "kp", "desc", "size"} -> one row per pair:
     "query", "reference" (int64 id), "evidence" (JSON text of `evidence_of`)."""
 
-    def __init__(self, catalog_path: str | os.PathLike, method: str, geometry: str = "homography"):
-        self.catalog = Catalog(catalog_path, readonly=True, method=method)
-        self.method, self.geometry = method, geometry
+    def __init__(self, catalog_path: str | os.PathLike, local: dict, geometry: str = "homography"):
+        self.spec = LocalSpec(**local)
+        self.catalog = Catalog(catalog_path, readonly=True, method=self.spec.method)
+        self.geometry = geometry
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {"query": [], "reference": [], "evidence": []}
         for qid, cands, kp, desc, size in zip(batch["query"], batch["candidates"], batch["kp"], batch["desc"],
                                               batch["size"]):
-            q = LocalFeatures(kp, desc, (int(size[0]), int(size[1])), self.method)
+            q = LocalFeatures(kp, desc, (int(size[0]), int(size[1])), self.spec.method)
             for ref in np.asarray(cands, np.int64):
-                v = verify_stored(q, self.catalog.features(int(ref)), self.geometry)
+                v = verify_stored(q, self.catalog.features(int(ref)), self.spec, self.geometry)
                 out["query"].append(qid)
                 out["reference"].append(int(ref))
                 out["evidence"].append(json.dumps(evidence_of(v)))
@@ -66,7 +69,7 @@ class VerifyActor:
 
 
 def verify_catalog_pairs(runner, queries: Catalog, query_ids: np.ndarray, reference_ids: np.ndarray,
-                         reference_catalog: str | os.PathLike, method: str, *, chunk_pairs: int = 20_000) -> list[dict]:
+                         reference_catalog: str | os.PathLike, local: dict, *, chunk_pairs: int = 20_000) -> list[dict]:
     """Pairs of stored images: (P,) query ids in `queries`, (P,) reference ids in the catalog at
     `reference_catalog` -> (P,) evidence dicts, verified through `runner` (pipeline.runners) a chunk of
     pairs at a time, so query features stay bounded in memory."""
@@ -76,9 +79,9 @@ def verify_catalog_pairs(runner, queries: Catalog, query_ids: np.ndarray, refere
         pairs: dict[str, list[int]] = {}
         for p in rows:
             pairs.setdefault(str(int(query_ids[p])), []).append(int(reference_ids[p]))
-        local = {q: queries.features(int(q)) for q in pairs}
+        features = {q: queries.features(int(q)) for q in pairs}
         found = {}
-        for batch in runner.verify(query_rows(pairs, local), str(reference_catalog), method, "homography"):
+        for batch in runner.verify(query_rows(pairs, features), str(reference_catalog), local, "homography"):
             for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
                 found[(str(q), int(r))] = json.loads(str(e))
         for p in rows:

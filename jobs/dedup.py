@@ -252,12 +252,10 @@ def _model_of(spec: ModelSpec | None, local: LocalSpec, reference: CopyIndex | N
     """The model and local features to dedup with: the reference index's when there is one."""
     if reference is None:
         return spec or ModelSpec(), local
-    if reference.local is None:
-        raise UserError(f"index {index_dir} stores no local features: re-index it with local features to dedup "
-                        "against it")
+    local = reference.require_local_features("to dedup against it")
     if spec is not None and spec != reference.spec:
         raise UserError(f"index {index_dir} was made with model {reference.spec.name!r}, not {spec.name!r}")
-    return reference.spec, reference.local
+    return reference.spec, local
 
 
 def _read_table(folder, engine: CopyIndex) -> _Table:

@@ -25,8 +25,8 @@ FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_co
 PACKAGED_CALIBRATIONS = {
     "sscd": FittedCalibration(Calibration(weights=(16.994, 24.933, 2.854, -3.898, -1.225, 0.273), bias=-8.241),
                               FEATURES, "sscd", LocalSpec().to_dict(), "stretch"),
-    "sscd_distilled": FittedCalibration(Calibration(weights=(8.677, 21.264, 2.215, -2.999, -2.761, 1.761),
-                                                    bias=-10.457), FEATURES, "sscd_distilled",
+    "sscd_distilled": FittedCalibration(Calibration(weights=(8.604, 21.695, 2.056, 0.706, -2.220, 0.993),
+                                                    bias=-10.424), FEATURES, "sscd_distilled",
                                         LocalSpec().to_dict(), "stretch"),
 }
 

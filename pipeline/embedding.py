@@ -1,9 +1,9 @@
-"""The embedding pipeline: (id, path) rows -> Ray Data prepare stage -> embed actor pool -> batches.
+"""The embedding stage on Ray: (id, path) rows -> one actor pool that prepares and embeds -> batches.
 
-Prepare (decode, resize, regions, local features) and embed are two `map_batches` stages with equal
-resources, which Ray Data fuses into one actor stage: decoded pixels never cross the object store,
-and each actor keeps one core busy from JPEG bytes to descriptor. On this kind of machine that beats one process running the model on every
-core (see benchmarks/throughput.py).
+Each actor (stages.EmbedActor) runs `prepare_batch` (decode, resize, regions, local features) and the
+model on its batch: decoded pixels never cross the object store, and each actor keeps one core busy from
+JPEG bytes to descriptor, which on this kind of machine beats one process running the model on every
+core (see benchmarks/throughput.py). pipeline.runners.LocalRunner does the same in process.
 """
 
 from __future__ import annotations

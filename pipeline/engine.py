@@ -174,6 +174,13 @@ class CopyIndex:
     def __len__(self) -> int:
         return len(self.catalog)
 
+    def require_local_features(self, what_for: str) -> LocalSpec:
+        """The index's LocalSpec; a UserError saying what to do when it stores no local features."""
+        if self.local is None:
+            raise UserError(f"index {self.directory} stores no local features: re-index it with local features "
+                            f"{what_for}")
+        return self.local
+
     def names(self) -> dict[int, str]:
         """id -> name of every reference (cached until the next change)."""
         if self._names is None:
@@ -370,9 +377,7 @@ class CopyIndex:
 
     def calibration_for(self, rerank: RerankOptions) -> FittedCalibration:
         """The index's calibration, checked against this use (UserError when it has none, or does not fit)."""
-        if not self.manifest["local"]:
-            raise UserError(f"index {self.directory} stores no local features; re-index with them or use "
-                            "--rerank none")
+        self.require_local_features("to verify matches, or match with --rerank none")
         calibration = self.calibration
         if calibration is None:
             raise UserError(f"index {self.directory} has no calibration for model {self.spec.name!r} with these "

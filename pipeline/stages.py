@@ -1,4 +1,4 @@
-"""Ray Data stages: prepare (decode, resize, regions, local features: CPU tasks) and embed (model actors).
+"""The prepare and embed stages, as plain functions and a callable class (run in process or as Ray actors).
 
 Batches are dicts of numpy arrays. `prepare_batch` turns each image into one row per *view*: view 0
 is the whole image, views 1..R are sub-regions proposed for region search (queries only). A row that

@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from copyscope.descriptors.errors import UserError
 from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.augment import Chain, chain_shape, sample_chain
 from copyscope.pipeline.augment.stage import PhotoPool, apply_chains_local, apply_chains_ray, encode_jpeg
@@ -77,7 +78,7 @@ def split_photos(ids: list[str], n_references: int | None = None, n_queries: int
     n_pos, n_hosts = n_q // 2, max(1, round(HOST_FRACTION * n))
     n_neg = n_q - n_pos
     if min(n_ref, n_q) < 0 or n_pos > n_ref or n_ref + n_neg + n_hosts > n:
-        raise ValueError(f"{n} photos cannot give {n_ref} references, {n_q} queries ({n_pos} copies, "
+        raise UserError(f"{n} photos cannot give {n_ref} references, {n_q} queries ({n_pos} copies, "
                          f"{n_neg} without) and {n_hosts} host photos")
     rng = np.random.default_rng([seed, 0])
     order = [ids[i] for i in rng.permutation(n)]
@@ -106,7 +107,7 @@ def make_benchmark(photos_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     use_ray: None renders queries with Ray if it is running, else in this process."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"benchmark folder {os.fspath(out)!r} is not empty")
+        raise UserError(f"benchmark folder {os.fspath(out)!r} is not empty")
     listing = list_images(photos_dir)
     paths = dict(listing.entries)
     split = split_photos(sorted(paths), n_references, n_queries, seed)

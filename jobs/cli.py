@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--move-to", default=None, help="where --action move puts copies (default OUT/moved)")
     p.add_argument("--yes", action="store_true", help="confirm --action delete")
     p.add_argument("--local-features", default="rootsift", choices=LOCAL_METHODS)
+    p.add_argument("--full-local-features", action="store_true",
+                   help="store all 1000 keypoints as raw descriptors instead of the compact default")
     _embed_args(p)
 
     bench = sub.add_parser("benchmark", help="build DISC2021-style benchmarks")

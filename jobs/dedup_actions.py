@@ -19,6 +19,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from copyscope.descriptors.errors import UserError
 from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.files import file_stamp
 
@@ -57,7 +58,7 @@ def execute_plan(root: str | os.PathLike, rows: list[PlanRow], *, yes: bool = Fa
     """Carry out every row under `root` -> (R,) outcomes: "done", "already done" or "skipped: <why>" /
     "failed: <why>". delete needs yes=True. on_row(i) runs after row i (a crash hook for tests)."""
     if any(r.action == "delete" for r in rows) and not yes:
-        raise ValueError("delete removes files for good: pass --yes to confirm")
+        raise UserError("delete removes files for good: pass --yes to confirm")
     outcomes = []
     for i, row in enumerate(tqdm(rows, desc="act", unit="file", disable=not progress)):
         try:

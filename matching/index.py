@@ -19,6 +19,8 @@ from typing import Sequence
 import faiss
 import numpy as np
 
+from copyscope.descriptors.errors import UserError
+
 INDEX_TYPES = ("flat", "ivfpq", "hnsw")
 _MIN_POINTS_PER_CENTROID = 39  # below this faiss k-means warns that training is too thin
 _MIN_AUTO_NBITS = 4
@@ -42,14 +44,14 @@ class IndexParams:
         if index_type != "ivfpq":
             return self
         if self.nbits is None and n < _MIN_POINTS_PER_CENTROID * 2**_MIN_AUTO_NBITS:
-            raise ValueError(
+            raise UserError(
                 f"ivfpq needs at least {_MIN_POINTS_PER_CENTROID * 2**_MIN_AUTO_NBITS} vectors to "
                 f"train its quantizers, got {n}; use index_type='flat' for so few vectors")
         nbits = self.nbits or min(8, int(math.log2(n / _MIN_POINTS_PER_CENTROID)))
         nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), n // _MIN_POINTS_PER_CENTROID))
         pq_m = self.pq_m or max(m for m in range(1, max(1, d // 8) + 1) if d % m == 0)
         if d % pq_m:
-            raise ValueError(f"pq_m={pq_m} must divide the dimension {d}")
+            raise UserError(f"pq_m={pq_m} must divide the dimension {d}")
         return dataclasses.replace(self, nlist=nlist, pq_m=pq_m, nbits=nbits,
                                    nprobe=min(self.nprobe, nlist))
 
@@ -117,7 +119,7 @@ class SearchIndex:
         x = _as_matrix(vectors, "vectors")
         ids = np.arange(len(x), dtype=np.int64) if ids is None else _as_ids(ids, len(x))
         if index_type == "ivfpq" and len(x) == 0:
-            raise ValueError("ivfpq cannot be trained on 0 vectors; use index_type='flat'")
+            raise UserError("ivfpq cannot be trained on 0 vectors; use index_type='flat'")
         p = (params or IndexParams()).resolve(len(x), x.shape[1], index_type)
         index = new_faiss_index(x.shape[1], index_type, p)
         if not index.is_trained:

@@ -107,7 +107,7 @@ def test_bad_photo_is_a_failure_and_bad_requests_raise(photos, tmp_path):
         s = make_benchmark(root, tmp_path / f"b{seed}", seed=seed, progress=False)
         assert [f.path for f in s.failures] == [str(root / "zz_broken.jpg")] and s.failures[0].reason
         assert s.n_references + s.n_background + s.n_hosts + s.n_queries - s.n_positive_queries == 11
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(ValueError, match="not empty"):
         make_benchmark(root, tmp_path / "b0", seed=0, progress=False)
     with pytest.raises(ValueError, match="cannot give"):
         make_benchmark(root, tmp_path / "c", n_references=10, n_queries=8, progress=False)

@@ -88,6 +88,8 @@ def main() -> None:
     from copyscope.pipeline.engine import CopyIndex
 
     engine = CopyIndex.open(work / "idx")
+    n, mean, top = engine.catalog.feature_bytes()
+    print(f"feature store: {n} references, {mean} bytes mean, {top} bytes max per reference")
     probe = [(p.stem, str(p)) for p in later[: args.latency_queries]]
     engine.match(probe[:1])  # warm: model built, FAISS and catalog open
     times = []

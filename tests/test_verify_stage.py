@@ -6,18 +6,20 @@ import json
 import numpy as np
 from skimage import data
 
-from copyscope.matching.local_features import extract_local_features
+from copyscope.matching.compact_features import compact
+from copyscope.matching.local_features import LocalSpec, extract_local_features
 from copyscope.pipeline.catalog import Catalog, Reference
 from copyscope.pipeline.runners import RayRunner
 from copyscope.pipeline.verify_stage import evidence_of, query_rows, verify_stored
 
 METHOD = "rootsift"
+SPEC = LocalSpec()  # compact stored references, full queries projected at verification
 
 
 def ray_verify(pairs: dict[str, list[int]], local: dict, catalog_path) -> dict[tuple[str, int], dict]:
     """The Ray entry point under test -> {(query, reference id): evidence}. The one place to adapt."""
     found = {}
-    for batch in RayRunner().verify(query_rows(pairs, local), str(catalog_path), METHOD, "homography"):
+    for batch in RayRunner().verify(query_rows(pairs, local), str(catalog_path), SPEC.to_dict(), "homography"):
         for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
             found[(str(q), int(r))] = json.loads(str(e))
     return found
@@ -27,7 +29,7 @@ def test_ray_verify_stage_equals_verify_stored(tmp_path, ray_local):
     references = {"chelsea": data.chelsea(), "astronaut": data.astronaut(), "coffee": data.coffee()}
     catalog = Catalog(tmp_path / "catalog.sqlite", method=METHOD)
     ids = dict(zip(references, catalog.put([
-        Reference(name, "0:0", np.zeros(4, np.float32), extract_local_features(image, METHOD))
+        Reference(name, "0:0", np.zeros(4, np.float32), compact(extract_local_features(image, METHOD), SPEC))
         for name, image in references.items()])))
     stored = {i: catalog.features(i) for i in ids.values()}
     catalog.close()
@@ -39,7 +41,7 @@ def test_ray_verify_stage_equals_verify_stored(tmp_path, ray_local):
 
     assert sorted(got) == sorted((q, i) for q in queries for i in ids.values())
     for (q, r), evidence in got.items():
-        assert evidence == evidence_of(verify_stored(local[q], stored[r])), (q, r)
+        assert evidence == evidence_of(verify_stored(local[q], stored[r], SPEC)), (q, r)
     # the oracle is not vacuous: true copies verify (the flip through the mirror pass), the rest do not
     assert got["crop", ids["astronaut"]]["inliers"] >= 20
     assert got["flip", ids["chelsea"]]["inliers"] >= 20 and got["flip", ids["chelsea"]]["mirrored"]

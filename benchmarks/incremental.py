@@ -80,8 +80,8 @@ def main() -> None:
     print(f"-{len(deleted)} photos, index again: {t_del:.1f} s = {t_del / t_first:.1%} of the first run")
     print(f"copies of the deleted photos matched to them: before {hits_before}/{len(deleted)}, "
           f"after {hits_after}/{len(deleted)}")
-    print(f"after-deletion top-1 scores of those copies: "
-          f"{', '.join(f'{after[f"{p.stem}_copy"][1]:.3f}' for p in deleted if f'{p.stem}_copy' in after)}")
+    scores = [after[f"{p.stem}_copy"][1] for p in deleted if f"{p.stem}_copy" in after]
+    print("after-deletion top-1 scores of those copies: " + ", ".join(f"{s:.3f}" for s in scores))
 
     import ray
 

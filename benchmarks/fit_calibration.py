@@ -63,7 +63,7 @@ def main() -> None:
     halves = make_halves(args.photos, work / "halves")
     # Any weights serve for matching while fitting: the explain rows are all verified candidates.
     provisional = work / "provisional.json"
-    start = PACKAGED_CALIBRATIONS["sscd"]
+    start = PACKAGED_CALIBRATIONS[0]
     provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, local.to_dict(),
                                                         "stretch").to_dict()))
     sets = [explained(work, halves["tune"], seed, args.model, provisional, extra) for seed in args.seeds]

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-features", default="rootsift", choices=LOCAL_METHODS)
     p.add_argument("--full-local-features", action="store_true",
                    help="store all 1000 keypoints as raw descriptors instead of the compact default")
+    p.add_argument("--calibration", default=None,
+                   help="calibration JSON from benchmarks/calibrate.py (default: --index's, else the packaged one)")
     _embed_args(p)
 
     bench = sub.add_parser("benchmark", help="build DISC2021-style benchmarks")
@@ -214,6 +216,7 @@ def run_dedup(args) -> dict:
                            k=args.k, index_type=args.index_type, move_to=args.move_to, yes=args.yes)
     summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index,
                            settings=_settings(args, device), local=_local_spec(args),
+                           calibration=_read_calibration(args.calibration) if args.calibration else None,
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 

@@ -34,7 +34,8 @@ from copyscope.matching.grouping import FileInfo, Group, Link, exact_clusters, k
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.local_features import LocalSpec
 from copyscope.matching.pairs import Pairs, Scored, knn_pairs, score_pairs
-from copyscope.matching.reranking import RerankOptions
+from copyscope.matching.reranking import FEATURES, RerankOptions, packaged_calibration
+from copyscope.matching.scoring import FittedCalibration
 from copyscope.matching.verification import Verification
 from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.decode import DecodeError, image_size
@@ -119,6 +120,7 @@ def dedup_folder(
     index_dir: str | os.PathLike | None = None,
     settings: EmbedSettings = EmbedSettings(),
     local: LocalSpec = LocalSpec(),
+    calibration: FittedCalibration | None = None,
     ray_address: str | None = None,
     use_ray: bool | None = None,
     progress: bool = True,
@@ -143,7 +145,7 @@ def dedup_folder(
     n_files = len(list_images(folder).entries)
     with choose_runner(n_files, settings, ray_address, use_ray) as runner:
         groups, pairs_rows, failed, files, verify = _analyse(folder, out, spec, options, index_dir, settings, local,
-                                                            runner, progress, use_ray)
+                                                            calibration, runner, progress, use_ray)
     rows = _plan_rows(folder, out, groups, options)
     _write_groups(out / "groups.json", groups)
     _write_pairs(out / "pairs.csv", pairs_rows)
@@ -184,15 +186,16 @@ def _act(folder, out: Path, options: DedupOptions, on_row, progress: bool) -> di
 
 
 def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, index_dir, settings: EmbedSettings,
-             local: LocalSpec, runner, progress: bool,
+             local: LocalSpec, calibration: FittedCalibration | None, runner, progress: bool,
              use_ray: bool | None) -> tuple[list[Group], list[tuple], int, int, Callable[[str, str], Verification]]:
     """Index the folder, find exact and near pairs, group them -> groups, pairs.csv rows, failed, files,
     and a verifier of two folder paths from their stored local features (for drawing the links)."""
     reference = CopyIndex.open(index_dir) if index_dir is not None else None
     spec, local = _model_of(spec, local, reference, index_dir)
+    fitted = _calibration_of(spec, local, reference, calibration)  # before any image is embedded
     own_dir = out / "index"
-    index_folder(folder, own_dir, spec, settings=settings, local=local, progress=progress, pixel_hash=True,
-                 use_ray=use_ray)
+    index_folder(folder, own_dir, spec, settings=settings, local=local, calibration=fitted, progress=progress,
+                 pixel_hash=True, use_ray=use_ray)
     failures = read_failures_csv(own_dir / "failures.csv")
     write_failures_csv(out / "failures.csv", failures)
     own = CopyIndex.open(own_dir)
@@ -219,7 +222,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
     if reference is not None:
-        found, _ = knn_pairs(table.vectors[reps], reference.search_index(build=True), options.k, options.floor,
+        found, _ = knn_pairs(table.vectors[reps], reference.search_index(), options.k, options.floor,
                              self_join=False)
         found = Pairs(reps[found.a], found.b, found.global_score)
         ref = score_pairs(found, verify_catalog_pairs(runner, own.catalog, table.catalog_ids[found.a], found.b,
@@ -245,6 +248,19 @@ def _stored_verifier(catalog, ids: dict[str, int], spec: LocalSpec) -> Callable[
     def verify(a: str, b: str) -> Verification:
         return verify_stored(catalog.features(ids[a]), catalog.features(ids[b]), spec)
     return verify
+
+
+def _calibration_of(spec: ModelSpec, local: LocalSpec, reference: CopyIndex | None,
+                    given: FittedCalibration | None) -> FittedCalibration:
+    """The calibration that scores pairs: the reference index's, else the one given, else the packaged one."""
+    if reference is not None:
+        return reference.calibration_for(RerankOptions())
+    fitted = given or packaged_calibration(spec.name, local.to_dict())
+    if fitted is None:
+        raise UserError(f"no calibration for model {spec.name!r} with these local features: fit one with "
+                        "benchmarks/fit_calibration.py and pass it with --calibration")
+    fitted.check(spec.name, local.to_dict(), RerankOptions().score_norm, FEATURES)
+    return fitted
 
 
 def _model_of(spec: ModelSpec | None, local: LocalSpec, reference: CopyIndex | None,

@@ -2,8 +2,8 @@
 
 The first run embeds every image; a later run on the same folder embeds only new and changed files
 (by size and mtime), removes the references whose files are gone, and leaves the rest untouched, so
-its result equals a fresh index of the folder. A killed run keeps every batch it committed and the
-next run carries on. `--descriptors` builds the index from precomputed embeddings instead
+its result equals a fresh index of the folder (ivfpq: up to when its quantizers were trained). A killed
+run keeps every batch it committed and the next run carries on. `--descriptors` builds the index from precomputed embeddings instead
 (pipeline.embeddings_io).
 
 INDEX_DIR/ catalog.sqlite, index.faiss, manifest.json (see pipeline.engine), and

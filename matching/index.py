@@ -24,6 +24,7 @@ from copyscope.descriptors.errors import UserError
 INDEX_TYPES = ("flat", "ivfpq", "hnsw")
 _MIN_POINTS_PER_CENTROID = 39  # below this faiss k-means warns that training is too thin
 _MIN_AUTO_NBITS = 4
+MIN_IVFPQ_VECTORS = _MIN_POINTS_PER_CENTROID * 2**_MIN_AUTO_NBITS  # fewest vectors auto params can train on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +44,9 @@ class IndexParams:
         """Fill the automatic ivfpq fields for `n` training vectors of dimension `d`."""
         if index_type != "ivfpq":
             return self
-        if self.nbits is None and n < _MIN_POINTS_PER_CENTROID * 2**_MIN_AUTO_NBITS:
+        if self.nbits is None and n < MIN_IVFPQ_VECTORS:
             raise UserError(
-                f"ivfpq needs at least {_MIN_POINTS_PER_CENTROID * 2**_MIN_AUTO_NBITS} vectors to "
+                f"ivfpq needs at least {MIN_IVFPQ_VECTORS} vectors to "
                 f"train its quantizers, got {n}; use index_type='flat' for so few vectors")
         nbits = self.nbits or min(8, int(math.log2(n / _MIN_POINTS_PER_CENTROID)))
         nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), n // _MIN_POINTS_PER_CENTROID))

@@ -100,8 +100,9 @@ class LocalSpec:
 
     @classmethod
     def for_method(cls, method: str) -> LocalSpec:
-        """The default for a method: compact RootSIFT; binary and SIFT methods stored whole."""
-        return cls() if method == "rootsift" else cls(method, stored_keypoints=None, projection=None)
+        """The default for a method: compact RootSIFT (ratio 0.65, tuned for its codes); other methods stored
+        whole, with the classic ratio 0.75."""
+        return cls() if method == "rootsift" else cls(method, stored_keypoints=None, projection=None, ratio=0.75)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,19 +23,19 @@ FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_co
 # Fitted on the candidate pairs of a benchmark built from the tuning half of ../shared/photos only
 # (benchmarks/fit_calibration.py --seeds 11, for the default LocalSpec); the README reports them on a
 # benchmark of the held-out half (seed 21).
-PACKAGED_CALIBRATIONS = {
-    "sscd": FittedCalibration(Calibration(weights=(16.033, 24.829, 3.568, 1.271, 0.583, 0.604), bias=-11.409),
-                              FEATURES, "sscd", LocalSpec().to_dict(), "stretch"),
-    "sscd_distilled": FittedCalibration(Calibration(weights=(8.604, 21.695, 2.056, 0.706, -2.220, 0.993),
-                                                    bias=-10.424), FEATURES, "sscd_distilled",
-                                        LocalSpec().to_dict(), "stretch"),
-}
+PACKAGED_CALIBRATIONS = (
+    FittedCalibration(Calibration(weights=(16.033, 24.829, 3.568, 1.271, 0.583, 0.604), bias=-11.409),
+                      FEATURES, "sscd", LocalSpec().to_dict(), "stretch"),
+    FittedCalibration(Calibration(weights=(8.604, 21.695, 2.056, 0.706, -2.220, 0.993), bias=-10.424),
+                      FEATURES, "sscd_distilled", LocalSpec().to_dict(), "stretch"),
+    FittedCalibration(Calibration(weights=(15.797, 23.428, 2.753, -4.473, -0.402, 4.355), bias=-11.308),
+                      FEATURES, "sscd", LocalSpec.uncompressed().to_dict(), "stretch"),  # --full-local-features
+)
 
 
 def packaged_calibration(model: str, local: dict | None) -> FittedCalibration | None:
     """The calibration shipped for this model and local-feature setting, or None."""
-    fitted = PACKAGED_CALIBRATIONS.get(model)
-    return fitted if fitted is not None and fitted.local == local else None
+    return next((c for c in PACKAGED_CALIBRATIONS if c.model == model and c.local == local), None)
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,24 @@ class Reference:
     pixel_hash: str = ""
 
 
+@dataclass(frozen=True)
+class Change:
+    """What one write did: ids (written or removed), replaced (ids whose old vector left FAISS),
+    generation (the catalog's after the write; +1 per write that changed anything)."""
+
+    ids: list[int]
+    replaced: list[int]
+    generation: int
+
+
 class Catalog:
     """An index directory's references in SQLite. `readonly` opens for the verification workers."""
 
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False, method: str | None = None):
         self.path, self.method = Path(path), method
         if readonly:
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            uri = self.path.resolve().as_uri() + "?mode=ro"  # as_uri quotes '#', '?' and '%' in the path
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         else:
             self.db = sqlite3.connect(self.path, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -100,9 +111,9 @@ class Catalog:
         """id -> name of every reference."""
         return dict(self.db.execute("SELECT id, name FROM refs"))
 
-    def put(self, refs: Sequence[Reference]) -> list[int]:
+    def put(self, refs: Sequence[Reference]) -> Change:
         """Insert or replace references by name in one transaction -> their ids (a replaced name keeps its id)."""
-        ids = []
+        ids, replaced = [], []
         with self.db:
             for r in refs:
                 emb = np.ascontiguousarray(r.embedding, np.float32).tobytes()
@@ -112,15 +123,15 @@ class Catalog:
                     self.db.execute("UPDATE refs SET stamp = ?, embedding = ?, features = ?, pixel_hash = ? "
                                     "WHERE id = ?", (r.stamp, emb, blob, r.pixel_hash, row[0]))
                     ids.append(row[0])
+                    replaced.append(row[0])
                 else:
                     cur = self.db.execute("INSERT INTO refs (name, stamp, embedding, features, pixel_hash) "
                                           "VALUES (?, ?, ?, ?, ?)", (r.name, r.stamp, emb, blob, r.pixel_hash))
                     ids.append(cur.lastrowid)
                 self.db.execute("DELETE FROM failures WHERE name = ?", (r.name,))
-            self._bump()
-        return ids
+            return Change(ids, replaced, self._bump(bool(refs)))
 
-    def put_failures(self, failures: Sequence[tuple[str, str, str]]) -> list[int]:
+    def put_failures(self, failures: Sequence[tuple[str, str, str]]) -> Change:
         """Record (name, stamp, reason) failures in one transaction; a stored reference of that name is
         removed (its file no longer reads) -> the ids removed."""
         removed = []
@@ -131,21 +142,19 @@ class Catalog:
                     self.db.execute("DELETE FROM refs WHERE id = ?", row)
                     removed.append(row[0])
                 self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?)", (name, stamp, reason))
-            self._bump()
-        return removed
+            return Change(removed, removed, self._bump(bool(failures)))
 
-    def delete(self, names: Iterable[str]) -> list[int]:
+    def delete(self, names: Iterable[str]) -> Change:
         """Remove references (and failure records) by name in one transaction -> the ids removed."""
-        removed = []
+        removed, changed = [], 0
         with self.db:
             for name in names:
                 row = self.db.execute("SELECT id FROM refs WHERE name = ?", (name,)).fetchone()
                 if row:
                     self.db.execute("DELETE FROM refs WHERE id = ?", row)
                     removed.append(row[0])
-                self.db.execute("DELETE FROM failures WHERE name = ?", (name,))
-            self._bump()
-        return removed
+                changed += self.db.execute("DELETE FROM failures WHERE name = ?", (name,)).rowcount
+            return Change(removed, removed, self._bump(bool(removed) or changed > 0))
 
     def embeddings(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(N,) int64 ids by id, (N, D) float32 embeddings of every reference."""
@@ -172,5 +181,8 @@ class Catalog:
                                        "FROM refs").fetchone()
         return int(n), int(mean or 0), int(top or 0)
 
-    def _bump(self) -> None:
-        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+    def _bump(self, changed: bool) -> int:
+        """Inside a write transaction: the generation after it (bumped when something changed)."""
+        if changed:
+            self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])

@@ -28,17 +28,17 @@ from copyscope.descriptors import PreprocessCfg
 from copyscope.descriptors.errors import UserError
 from copyscope.matching.candidates import QueryViews, gather_candidates, top_per_query
 from copyscope.matching.compact_features import compact
-from copyscope.matching.index import INDEX_TYPES, IndexParams, SearchIndex
+from copyscope.matching.index import INDEX_TYPES, MIN_IVFPQ_VECTORS, IndexParams, SearchIndex
 from copyscope.matching.local_features import LocalFeatures, LocalSpec
 from copyscope.matching.reranking import (
     FEATURES, RerankOptions, directional_scores, packaged_calibration, pair_features, query_background_level,
 )
 from copyscope.matching.scoring import FittedCalibration
-from copyscope.pipeline.catalog import Catalog, Reference
+from copyscope.pipeline.catalog import Catalog, Change, Reference
 from copyscope.pipeline.failures import Failure
 from copyscope.pipeline.files import file_stamp
 from copyscope.pipeline.index_files import (
-    CATALOG, is_index_dir, load_faiss, load_trained, read_manifest, save_faiss, write_manifest,
+    CATALOG, FAISS_FILE, is_index_dir, load_faiss, load_trained, read_manifest, save_faiss, write_manifest,
 )
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.pipeline.runners import LocalRunner
@@ -75,9 +75,13 @@ class EmbeddedQueries:
 class CopyIndex:
     """References (descriptors + local features + stable ids) in memory over an index directory."""
 
-    def __init__(self, directory: str | os.PathLike, manifest: dict, catalog: Catalog, search: SearchIndex | None):
-        self.directory, self.manifest, self.catalog, self._search = Path(directory), manifest, catalog, search
+    def __init__(self, directory: str | os.PathLike, manifest: dict, catalog: Catalog, use_gpu: bool = False):
+        self.directory, self.manifest, self.catalog = Path(directory).resolve(), manifest, catalog
+        self._use_gpu = use_gpu
         self._names: dict[int, str] | None = None
+        self._search: SearchIndex | None = None
+        self._synced = -1  # the catalog generation the in-memory FAISS index reflects (-1: none yet)
+        self._provisional = False  # an exact flat stand-in while an ivfpq index is too small to train
 
     # ---------------------------------------------------------------- open / create / save
     @classmethod
@@ -89,18 +93,22 @@ class CopyIndex:
         if index_type not in INDEX_TYPES:
             raise UserError(f"unknown index type {index_type!r}; known: {', '.join(INDEX_TYPES)}")
         directory = Path(directory)
-        if is_index_dir(directory):
-            raise UserError(f"{directory} already holds an index: open it, or choose another folder")
-        descriptor = spec.build(num_threads=1)
+        if directory.exists() and not directory.is_dir():
+            raise UserError(f"{directory} is a file: give a folder for the index")
+        if is_index_dir(directory) or (directory / CATALOG).exists():
+            raise UserError(f"{directory} already holds an index (or the catalog of one whose manifest is lost): "
+                            "open it, or choose another folder")
         local_dict = local.to_dict() if local else None
         calibration = calibration or packaged_calibration(spec.name, local_dict)
+        if calibration is not None:
+            calibration.check(spec.name, local_dict, calibration.score_norm, FEATURES)
+        descriptor = spec.build(num_threads=1)
         manifest = {"model": spec.to_dict(), "descriptor": descriptor.spec(), "local": local_dict,
                     "pixel_hash": pixel_hash, "index_type": index_type,
                     "params": (params or IndexParams()).__dict__, "faiss": None,
                     "calibration": calibration.to_dict() if calibration else None}
         directory.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog(directory / CATALOG, method=local.method if local else None)
-        engine = cls(directory, manifest, catalog, None)
+        engine = cls(directory, manifest, Catalog(directory / CATALOG, method=local.method if local else None))
         engine.save()
         return engine
 
@@ -114,11 +122,12 @@ class CopyIndex:
         if not (directory / CATALOG).is_file():
             raise UserError(f"{directory / CATALOG} is missing: the index directory is incomplete; rebuild it")
         local = manifest["local"]
-        catalog = Catalog(directory / CATALOG, method=local["method"] if local else None)
-        search = load_faiss(directory, manifest, catalog.generation, use_gpu)
-        engine = cls(directory, manifest, catalog, search)
-        engine._use_gpu = use_gpu
-        if search is None:
+        engine = cls(directory, manifest, Catalog(directory / CATALOG, method=local["method"] if local else None),
+                     use_gpu)
+        generation = engine.catalog.generation
+        engine._search = load_faiss(directory, manifest, generation, use_gpu)
+        engine._synced = generation
+        if engine._search is None:
             engine._rebuild(load_trained(directory, manifest))
         return engine
 
@@ -138,11 +147,15 @@ class CopyIndex:
         return engine
 
     def save(self) -> None:
-        """Write index.faiss (when there is one) and then manifest.json, both atomically."""
-        search = self.search_index(build=True)
-        if search is not None:
-            self.manifest["faiss"] = save_faiss(self.directory, search, self.catalog.generation)
-            self.manifest["params"] = search.params.__dict__
+        """Write index.faiss (when it changed since it was written) and then manifest.json, both atomically.
+        An ivfpq index too small to train is not written: it is rebuilt from the catalog on open."""
+        search = self.search_index()
+        saved = self.manifest["faiss"]
+        if search is None or self._provisional:
+            self.manifest["faiss"] = None
+        elif not saved or saved.get("generation") != self._synced or not (self.directory / FAISS_FILE).is_file():
+            self.manifest["faiss"] = save_faiss(self.directory, search, self._synced) | {
+                "params": search.params.__dict__}
         write_manifest(self.directory, self.manifest)
 
     def close(self) -> None:
@@ -187,28 +200,48 @@ class CopyIndex:
             self._names = self.catalog.names()
         return self._names
 
-    def search_index(self, build: bool = False) -> SearchIndex | None:
-        """The FAISS index (None for an ivfpq index not trained yet; `build` trains it when it can)."""
-        if self._search is None and build and len(self.catalog):
+    def search_index(self) -> SearchIndex | None:
+        """The FAISS index over the catalog (None while the catalog is empty and no index was built)."""
+        if self._search is None and len(self.catalog):
             self._rebuild(None)
         return self._search
 
     def _rebuild(self, trained: SearchIndex | None) -> None:
+        """The FAISS index from every catalog row (into `trained`, an emptied ivfpq index, when given)."""
+        generation = self.catalog.generation
         ids, vectors = self.catalog.embeddings(self.dim)
         kind, params = self.manifest["index_type"], IndexParams(**self.manifest["params"])
+        trainable = kind != "ivfpq" or len(ids) >= MIN_IVFPQ_VECTORS
+        self._provisional = not trainable
         if trained is not None:
             trained.add(vectors, ids)
             self._search = trained
-        elif kind == "ivfpq" and len(ids) < 39 * 16:
-            self._search = None  # too few vectors to train yet: built on a later save
         else:
-            base = IndexParams(**{k: v for k, v in params.__dict__.items()
-                                  if k not in ("nlist", "pq_m", "nbits")}) if kind == "ivfpq" else params
-            self._search = SearchIndex.build(vectors, ids, kind, params=base, use_gpu=getattr(self, "_use_gpu", False))
+            self._search = SearchIndex.build(vectors, ids, kind if trainable else "flat", params=params,
+                                             use_gpu=self._use_gpu)
+        self._synced = generation
+
+    def _apply(self, change: Change, vectors: np.ndarray | None = None) -> None:
+        """Bring the FAISS index up to a catalog write: in place when this engine made every change since
+        the index was built, else (another process wrote too) rebuilt from the catalog."""
+        self._names = None
+        if self._search is None:
+            return
+        if change.generation != self._synced + 1 or (self._provisional and len(self.catalog) >= MIN_IVFPQ_VECTORS):
+            self._search = None  # rebuilt on next use
+            self._synced = -1
+            return
+        self._search.remove(change.replaced)
+        if vectors is not None:
+            self._search.add(vectors, change.ids)
+        self._synced = change.generation
 
     # ---------------------------------------------------------------- change in place
     def add(self, refs: Sequence[Reference]) -> list[int]:
         """Store references computed elsewhere (a replaced name keeps its id) -> their ids."""
+        names = [r.name for r in refs]
+        if len(set(names)) != len(names):
+            raise UserError(f"a name is given twice: {sorted(n for n in set(names) if names.count(n) > 1)[:5]}")
         for r in refs:
             if np.shape(r.embedding) != (self.dim,) or not np.all(np.isfinite(r.embedding)):
                 raise UserError(f"embedding of {r.name!r} must be {self.dim} finite float32 values, "
@@ -220,31 +253,24 @@ class CopyIndex:
             return []
         if self.local is not None:
             refs = [dataclasses.replace(r, local=compact(r.local, self.local)) for r in refs]
-        ids = self.catalog.put(refs)
-        self._names = None
-        search = self._search
-        if search is not None:
-            search.remove(ids)
-            search.add(np.stack([np.asarray(r.embedding, np.float32) for r in refs]), ids)
-        elif self.manifest["index_type"] != "ivfpq":
-            self._rebuild(None)
-        return ids
+        self.search_index()  # built before the write, so the write can be applied in place
+        change = self.catalog.put(refs)
+        self._apply(change, np.stack([np.asarray(r.embedding, np.float32) for r in refs]))
+        return change.ids
 
     def remove(self, names: Iterable[str]) -> int:
         """Remove references by name (unknown names are ignored) -> how many were removed."""
-        ids = self.catalog.delete(list(names))
-        self._names = None
-        if ids and self._search is not None:
-            self._search.remove(ids)
-        return len(ids)
+        self.search_index()
+        change = self.catalog.delete(list(names))
+        if change.generation != self._synced:
+            self._apply(change)
+        return len(change.ids)
 
     def record_failures(self, failures: Sequence[tuple[str, str, str]]) -> None:
         """(name, stamp, reason) of files that could not be read; an earlier version of them is removed."""
         if failures:
-            removed = self.catalog.put_failures(failures)
-            self._names = None
-            if removed and self._search is not None:
-                self._search.remove(removed)
+            self.search_index()
+            self._apply(self.catalog.put_failures(failures))
 
     def prepare_options(self, regions: int = 0, local: bool = True) -> PrepareOptions:
         """What the prepare stage makes of each image for this index (its preprocessing, its local features)."""
@@ -353,11 +379,11 @@ class CopyIndex:
                        progress: Callable[[str, int], None] | None = None) -> MatchResult:
         """Search, verify and score queries whose views are embedded (see `match`)."""
         calibration = self.calibration_for(rerank).calibration if rerank.mode != "none" else None
-        views, search = queries.views, self.search_index(build=True)
+        views, search = queries.views, self.search_index()
         if search is None or len(search) == 0 or not views.ids:
             return self._result([], views, None, {}, [], np.empty(0), None, queries.failures)
         cands = gather_candidates(views, search, max(k, rerank.verify_top))
-        bg = background.search_index(build=True) if background is not None else None
+        bg = background.search_index() if background is not None else None
         level = query_background_level(views, bg, rerank.background_k)
         evidence: list[dict] = [{} for _ in range(len(cands.query))]
         if rerank.mode != "none":

@@ -1,8 +1,8 @@
 """The files of an index directory besides the catalog: manifest.json and the FAISS index that caches it.
 
-    manifest.json  format, model, descriptor (preprocessing, dim), local-feature settings, index type and
-                   params, calibration, versions, and "faiss": size + sha256 of index.faiss, the catalog
-                   generation it reflects and HNSW tombstones. Written last, atomically.
+    manifest.json  format, model, descriptor (preprocessing, dim), local-feature settings, index type and the
+                   params asked for, calibration, versions, and "faiss": size + sha256 of index.faiss, the
+                   catalog generation it reflects, its resolved params and HNSW tombstones. Written last.
     index.faiss    faiss.serialize_index of the SearchIndex, written atomically before the manifest.
 
 A manifest whose faiss record does not match index.faiss (an interrupted save, an edited file) or names an
@@ -87,7 +87,8 @@ def load_faiss(directory: str | os.PathLike, manifest: dict[str, Any], generatio
     if file_record(path) != {"size": record["size"], "sha256": record["sha256"]}:
         return None
     data = np.frombuffer(path.read_bytes(), np.uint8)
-    return SearchIndex.deserialize(data, index_type=manifest["index_type"], params=IndexParams(**manifest["params"]),
+    params = IndexParams(**record.get("params", manifest["params"]))
+    return SearchIndex.deserialize(data, index_type=manifest["index_type"], params=params,
                                    tombstones=record["tombstones"], use_gpu=use_gpu)
 
 
@@ -100,6 +101,6 @@ def load_trained(directory: str | os.PathLike, manifest: dict[str, Any]) -> Sear
     if file_record(path) != {"size": record["size"], "sha256": record["sha256"]}:
         return None
     index = SearchIndex.deserialize(np.frombuffer(path.read_bytes(), np.uint8), index_type="ivfpq",
-                                    params=IndexParams(**manifest["params"]))
+                                    params=IndexParams(**record.get("params", manifest["params"])))
     index.index.reset()
     return index

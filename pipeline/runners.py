@@ -71,7 +71,7 @@ class RayRunner:
     def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> Iterator[dict]:
         if not rows:
             return
-        workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        workers = max(1, min(len(rows), int(ray.cluster_resources().get("CPU", 1))))
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * workers))
         ds = ds.map_batches(VerifyActor, batch_size=4, batch_format="numpy", num_cpus=1,
                             fn_constructor_kwargs={"catalog_path": str(catalog_path), "local": local,

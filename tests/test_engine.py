@@ -217,3 +217,79 @@ def test_precomputed_descriptors_are_checked(tmp_path, capsys, ids, vectors, pro
     pq.write_table(pa.table({"name": ["a"]}), tmp_path / "bad.parquet")
     assert main(["index", "--descriptors", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "i2")]) == 1
     assert "missing column" in capsys.readouterr().err
+
+
+def unit_rows(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, 512)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def refs_of(names, vectors) -> list:
+    from copyscope.pipeline.catalog import Reference
+
+    return [Reference(n, f"v:{i}", v) for i, (n, v) in enumerate(zip(names, vectors))]
+
+
+def top1(engine, vectors) -> list[str]:
+    return engine.match_embeddings([f"q{i}" for i in range(len(vectors))], vectors, k=1).reference
+
+
+def test_two_writers_never_leave_a_stale_faiss_index(tmp_path):
+    """Two engines on one directory (a service and an `index` run): each one's save keeps the other's writes."""
+    x = unit_rows(40, seed=1)
+    a = CopyIndex.create(tmp_path / "idx", SPEC, local=None)
+    a.add(refs_of([f"r{i}" for i in range(10)], x[:10]))
+    a.save()
+    b = CopyIndex.open(tmp_path / "idx")
+    b.add(refs_of([f"new{i}" for i in range(20)], x[10:30]))
+    b.save()
+    a.remove(["r0"])  # a's in-memory index missed b's adds: it must not be saved as current
+    a.save()
+    again = CopyIndex.open(tmp_path / "idx")
+    assert len(again.search_index()) == len(again.catalog) == 29
+    assert top1(again, x[10:30]) == [f"new{i}" for i in range(20)]
+    assert top1(a, x[10:13]) == ["new0", "new1", "new2"]  # and a itself sees them after its own write
+
+
+def test_ivfpq_index_works_from_the_first_image_and_trains_when_it_can(tmp_path):
+    x = unit_rows(800, seed=2)
+    engine = CopyIndex.create(tmp_path / "idx", SPEC, local=None, index_type="ivfpq")
+    engine.add(refs_of([f"r{i}" for i in range(100)], x[:100]))
+    assert top1(engine, x[:5]) == [f"r{i}" for i in range(5)]  # exact stand-in until trainable
+    engine.save()
+    assert CopyIndex.open(tmp_path / "idx").search_index().index_type == "flat"
+    engine.add(refs_of([f"r{i}" for i in range(100, 800)], x[100:]))
+    engine.remove(["r3"])
+    engine.save()
+    reopened = CopyIndex.open(tmp_path / "idx")
+    assert reopened.search_index().index_type == "ivfpq" and len(reopened.search_index()) == 799
+    hits = top1(reopened, x[:50])
+    assert sum(h == f"r{i}" for i, h in enumerate(hits)) >= 45 and "r3" not in hits
+
+
+def test_engine_refuses_what_would_corrupt_it(tmp_path):
+    x = unit_rows(3, seed=3)
+    engine = CopyIndex.create(tmp_path / "idx", SPEC, local=None)
+    with pytest.raises(UserError, match="given twice"):
+        engine.add(refs_of(["a", "a"], x[:2]))
+    assert len(engine.catalog) == 0
+    engine.add(refs_of(["a"], x[:1]))
+    engine.save()
+    (tmp_path / "idx" / "manifest.json").unlink()  # a lost manifest: the catalog of another model may be there
+    with pytest.raises(UserError, match="manifest is lost"):
+        CopyIndex.create(tmp_path / "idx", ModelSpec("sscd"), local=None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        CopyIndex.create(tmp_path / "file", SPEC, local=None)
+
+
+def test_unchanged_rerun_rewrites_nothing_and_odd_paths_work(tmp_path, copy_set):
+    root, _ = copy_set
+    odd = tmp_path / "run#3 ?%41"
+    index_folder(root / "refs", odd, SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    faiss_file = odd / "index.faiss"
+    stamp = faiss_file.stat().st_mtime_ns
+    again = index_folder(root / "refs", odd, SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    assert again.unchanged == 6 and faiss_file.stat().st_mtime_ns == stamp
+    best = best_match(CopyIndex.open(odd).match(images(root / "queries")[:2], k=1))  # verification reads it
+    assert len(best) == 2

@@ -30,7 +30,7 @@ def test_ray_verify_stage_equals_verify_stored(tmp_path, ray_local):
     catalog = Catalog(tmp_path / "catalog.sqlite", method=METHOD)
     ids = dict(zip(references, catalog.put([
         Reference(name, "0:0", np.zeros(4, np.float32), compact(extract_local_features(image, METHOD), SPEC))
-        for name, image in references.items()])))
+        for name, image in references.items()]).ids))
     stored = {i: catalog.features(i) for i in ids.values()}
     catalog.close()
     queries = {"crop": np.ascontiguousarray(data.astronaut()[60:400, 100:450]),

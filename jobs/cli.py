@@ -33,6 +33,16 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _stored_features_args(p: argparse.ArgumentParser, methods: tuple[str, ...], calibration_default: str) -> None:
+    """--local-features, --full-local-features, --calibration: what an index stores and scores with."""
+    p.add_argument("--local-features", default="rootsift", choices=methods,
+                   help="local features stored for verification at match time (default rootsift)")
+    p.add_argument("--full-local-features", action="store_true",
+                   help="store all 1000 keypoints as raw descriptors (~95 KB an image) instead of the compact default")
+    p.add_argument("--calibration", default=None,
+                   help=f"calibration JSON from benchmarks/calibrate.py (default: {calibration_default})")
+
+
 def _settings(args, device: str) -> EmbedSettings:
     return EmbedSettings(device=device, num_actors=args.num_actors, threads_per_actor=args.threads,
                          batch_size=args.batch_size, actor_device=actor_device(device))
@@ -58,12 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="local weights file (or 'imagenet' for packaged timm weights)")
     p.add_argument("--image-size", type=int, default=None, help="short side the model sees (default: model's)")
     p.add_argument("--index-type", default="flat", choices=INDEX_TYPES)
-    p.add_argument("--local-features", default="rootsift", choices=(*LOCAL_METHODS, "none"),
-                   help="local features stored for verification at match time (default rootsift)")
-    p.add_argument("--full-local-features", action="store_true",
-                   help="store all 1000 keypoints as raw descriptors (~95 KB an image) instead of the compact default")
-    p.add_argument("--calibration", default=None,
-                   help="calibration JSON from benchmarks/calibrate.py (default: the packaged one, when it fits)")
+    _stored_features_args(p, (*LOCAL_METHODS, "none"), "the packaged one, when it fits")
     p.add_argument("--descriptors", default=None,
                    help="Parquet file or folder of precomputed embeddings (columns id, embedding) instead of images")
     _embed_args(p)
@@ -115,11 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-type", default="flat", choices=INDEX_TYPES, help="index of the kNN self-join")
     p.add_argument("--move-to", default=None, help="where --action move puts copies (default OUT/moved)")
     p.add_argument("--yes", action="store_true", help="confirm --action delete")
-    p.add_argument("--local-features", default="rootsift", choices=LOCAL_METHODS)
-    p.add_argument("--full-local-features", action="store_true",
-                   help="store all 1000 keypoints as raw descriptors instead of the compact default")
-    p.add_argument("--calibration", default=None,
-                   help="calibration JSON from benchmarks/calibrate.py (default: --index's, else the packaged one)")
+    _stored_features_args(p, LOCAL_METHODS, "--index's, else the packaged one")
     _embed_args(p)
 
     bench = sub.add_parser("benchmark", help="build DISC2021-style benchmarks")
@@ -154,17 +155,19 @@ def run_index(args) -> dict:
     if args.descriptors:
         return asdict(index_embeddings(args.descriptors, args.out, spec, index_type=args.index_type))
     device = _device(args, spec.name)
-    calibration = _read_calibration(args.calibration) if args.calibration else None
     summary = index_folder(args.ref_dir, args.out, spec, index_type=args.index_type, index_params=IndexParams(),
-                           settings=_settings(args, device), calibration=calibration,
+                           settings=_settings(args, device), calibration=_read_calibration(args.calibration),
                            local=_local_spec(args),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 
 
-def _read_calibration(path: str):
+def _read_calibration(path: str | None):
+    """--calibration FILE -> FittedCalibration (None without the option)."""
     from copyscope.matching.scoring import FittedCalibration
 
+    if path is None:
+        return None
     try:
         with open(path, encoding="utf-8") as f:
             return FittedCalibration.from_dict(json.load(f))
@@ -216,7 +219,7 @@ def run_dedup(args) -> dict:
                            k=args.k, index_type=args.index_type, move_to=args.move_to, yes=args.yes)
     summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index,
                            settings=_settings(args, device), local=_local_spec(args),
-                           calibration=_read_calibration(args.calibration) if args.calibration else None,
+                           calibration=_read_calibration(args.calibration),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 

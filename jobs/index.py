@@ -86,19 +86,12 @@ def index_folder(
         with choose_runner(len(todo), settings, ray_address, use_ray) as runner, \
                 tqdm(total=len(todo), desc="index", unit="img", disable=not progress) as bar:
             engine.add_images(todo, runner, stamps=stamps, on_batch=on_batch, progress=bar.update)
-    engine.save()
     failures = [Failure(relative_path(ref_dir, paths[n]), reason) for n, reason in engine.catalog.failures()]
     failures += [Failure(relative_path(ref_dir, f.path), f.reason) for f in listing.failures]
     write_failures_csv(Path(out_dir) / "failures.csv", failures)
     updated = sum(1 for n, _ in todo if n in stored)
-    summary = IndexSummary(images=len(listing.entries) + len(listing.failures), indexed=len(engine),
-                           failed=len(failures), added=len(todo) - updated, updated=updated,
-                           removed=removed, unchanged=len(paths) - len(todo),
-                           seconds=round(time.perf_counter() - start, 3))
-    engine.close()
-    with atomic_write(Path(out_dir) / "summary.json", "w") as f:
-        json.dump(asdict(summary), f, indent=2)
-    return summary
+    return _finish(engine, out_dir, start, images=len(listing.entries) + len(listing.failures), failed=len(failures),
+                   added=len(todo) - updated, updated=updated, removed=removed, unchanged=len(paths) - len(todo))
 
 
 def index_embeddings(
@@ -121,11 +114,16 @@ def index_embeddings(
     for start_row in range(0, len(todo), 10_000):
         rows = todo[start_row:start_row + 10_000]
         engine.add([Reference(names[i], stamps[i], vectors[i]) for i in rows])
-    engine.save()
     updated = sum(1 for i in todo if names[i] in stored)
-    summary = IndexSummary(images=len(names), indexed=len(engine), failed=0, added=len(todo) - updated,
-                           updated=updated, removed=removed, unchanged=len(names) - len(todo),
-                           seconds=round(time.perf_counter() - start, 3))
+    return _finish(engine, out_dir, start, images=len(names), failed=0, added=len(todo) - updated, updated=updated,
+                   removed=removed, unchanged=len(names) - len(todo))
+
+
+def _finish(engine: CopyIndex, out_dir: str | os.PathLike, start: float, **counts) -> IndexSummary:
+    """Save and close the engine, write summary.json -> the summary (counts: the IndexSummary fields but
+    indexed and seconds)."""
+    engine.save()
+    summary = IndexSummary(indexed=len(engine), seconds=round(time.perf_counter() - start, 3), **counts)
     engine.close()
     with atomic_write(Path(out_dir) / "summary.json", "w") as f:
         json.dump(asdict(summary), f, indent=2)

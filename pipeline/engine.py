@@ -16,7 +16,6 @@ when a job passes a RayRunner; matching one image in process starts no Ray.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from copyscope.pipeline.index_files import (
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.pipeline.runners import LocalRunner
 from copyscope.pipeline.stages import PrepareOptions, row_local_features
+from copyscope.pipeline.verify_stage import verify_through
 
 
 @dataclass(frozen=True)
@@ -251,8 +251,9 @@ class CopyIndex:
                                 "local features")
         if not refs:
             return []
-        if self.local is not None:
-            refs = [dataclasses.replace(r, local=compact(r.local, self.local)) for r in refs]
+        spec = self.local
+        if spec is not None:
+            refs = [dataclasses.replace(r, local=compact(r.local, spec)) for r in refs]
         self.search_index()  # built before the write, so the write can be applied in place
         change = self.catalog.put(refs)
         self._apply(change, np.stack([np.asarray(r.embedding, np.float32) for r in refs]))
@@ -272,22 +273,22 @@ class CopyIndex:
             self.search_index()
             self._apply(self.catalog.put_failures(failures))
 
-    def prepare_options(self, regions: int = 0, local: bool = True) -> PrepareOptions:
+    def prepare_options(self, regions: int = 0, local: bool = True, pixel_hash: bool = False) -> PrepareOptions:
         """What the prepare stage makes of each image for this index (its preprocessing, its local features)."""
         cfg = PreprocessCfg.from_dict(self.manifest["descriptor"]["preprocess"])
         return PrepareOptions(cfg.to_dict(), regions=regions, local=self.local if local else None,
-                              pixel_hash=bool(self.manifest.get("pixel_hash")))
+                              pixel_hash=pixel_hash)
 
     def add_images(self, images: Sequence[tuple[str, str]], runner=None, *, stamps: dict[str, str] | None = None,
                    on_batch: Callable[[int], None] | None = None, progress: Callable[[int], None] | None = None) -> int:
-        """Embed (name, path) images and store them, one catalog transaction a batch (a killed job keeps every
-        finished batch) -> how many were stored; unreadable files are recorded as failures.
+        """Embed (name, path) images and store them batch by batch (a killed job keeps every committed batch)
+        -> how many were stored; unreadable files are recorded as failures.
 
         stamps: name -> file stamp (default: read now). on_batch(n): called after each committed batch.
         progress(n): called with the number of images of each batch."""
         runner = runner or LocalRunner()
         rows = [{"id": n, "path": p, "stamp": (stamps or {}).get(n) or file_stamp(p)} for n, p in images]
-        prepare, stored = self.prepare_options(), 0
+        prepare, stored = self.prepare_options(pixel_hash=bool(self.manifest["pixel_hash"])), 0
         method = self.local.method if self.local else None
         for batch_no, batch in enumerate(runner.embed(rows, self.spec, prepare)):
             refs, failed = [], []
@@ -312,7 +313,6 @@ class CopyIndex:
                       progress: Callable[[int], None] | None = None) -> EmbeddedQueries:
         """(name, path) images -> every view's descriptor and the whole image's local features."""
         prepare = self.prepare_options(regions=regions, local=local)
-        prepare = PrepareOptions(prepare.preprocess, regions=regions, local=prepare.local)  # no pixel digests
         views: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
         features: dict[str, LocalFeatures] = {}
         failures = []
@@ -350,35 +350,34 @@ class CopyIndex:
         rerank "none": the global inner product (normalised by the background level when a background index
         is given). Otherwise the calibrated probability that the query is a copy of the reference
         (matching.reranking), which needs the index's local features and a calibration fitted for them."""
-        if k < 1:
-            raise UserError(f"k must be >= 1, got {k}")
-        if rerank.mode != "none":
-            self.calibration_for(rerank)  # fail before any embedding
-        if background is not None:
-            self.check_background(background)
+        calibration = self._check_match(k, rerank, background)  # before any embedding
         runner = runner or LocalRunner()
         queries = self.embed_queries(images, runner, regions=rerank.regions if rerank.mode == "full" else 0,
                                      local=rerank.mode != "none", progress=_stage(progress, "embed"))
-        return self.match_embedded(queries, runner, k=k, rerank=rerank, background=background, progress=progress)
+        return self._match_embedded(queries, runner, k, rerank, background, calibration, progress)
 
     def match_embeddings(self, names: Sequence[str], vectors: np.ndarray, *, k: int = 10,
                          background: CopyIndex | None = None) -> MatchResult:
         """Queries embedded elsewhere: N names, (N, D) float32 -> global-score matches (rerank "none")."""
-        if k < 1:
-            raise UserError(f"k must be >= 1, got {k}")
+        rerank = RerankOptions(mode="none")
+        self._check_match(k, rerank, background)
         n = len(names)
         views = QueryViews(list(names), np.arange(n, dtype=np.int64), np.zeros((n, 4), np.int32),
                            np.asarray(vectors, np.float32), np.arange(n, dtype=np.int64))
+        return self._match_embedded(EmbeddedQueries(views, {}, []), None, k, rerank, background, None, None)
+
+    def _check_match(self, k: int, rerank: RerankOptions, background: CopyIndex | None):
+        """UserError for a match that cannot run -> the Calibration it scores with (None for rerank "none")."""
+        if k < 1:
+            raise UserError(f"k must be >= 1, got {k}")
         if background is not None:
             self.check_background(background)
-        return self.match_embedded(EmbeddedQueries(views, {}, []), None, k=k, rerank=RerankOptions(mode="none"),
-                                   background=background)
+        return self.calibration_for(rerank).calibration if rerank.mode != "none" else None
 
-    def match_embedded(self, queries: EmbeddedQueries, runner, *, k: int, rerank: RerankOptions,
-                       background: CopyIndex | None = None,
-                       progress: Callable[[str, int], None] | None = None) -> MatchResult:
+    def _match_embedded(self, queries: EmbeddedQueries, runner, k: int, rerank: RerankOptions,
+                        background: CopyIndex | None, calibration,
+                        progress: Callable[[str, int], None] | None) -> MatchResult:
         """Search, verify and score queries whose views are embedded (see `match`)."""
-        calibration = self.calibration_for(rerank).calibration if rerank.mode != "none" else None
         views, search = queries.views, self.search_index()
         if search is None or len(search) == 0 or not views.ids:
             return self._result([], views, None, {}, [], np.empty(0), None, queries.failures)
@@ -414,19 +413,11 @@ class CopyIndex:
 
     def _verify(self, views: QueryViews, cands, chosen: np.ndarray, local: dict[str, LocalFeatures], runner,
                 rerank: RerankOptions, progress) -> dict[tuple[str, int], dict]:
-        from copyscope.pipeline.verify_stage import query_rows
-
         pairs: dict[str, list[int]] = {}
         for p in chosen:
             pairs.setdefault(views.ids[cands.query[p]], []).append(int(cands.reference[p]))
-        found = {}
-        rows = query_rows(pairs, local)
-        for batch in runner.verify(rows, str(self.directory / CATALOG), self.manifest["local"], rerank.geometry):
-            for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
-                found[(str(q), int(r))] = json.loads(str(e))
-            if progress:
-                progress(len(batch["query"]))
-        return found
+        return verify_through(runner, pairs, local, self.directory / CATALOG, self.manifest["local"],
+                              rerank.geometry, progress)
 
     def _result(self, keep, views: QueryViews, cands, features, evidence, score, reverse,
                 failures: list[Failure]) -> MatchResult:

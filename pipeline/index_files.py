@@ -78,29 +78,31 @@ def save_faiss(directory: str | os.PathLike, index: SearchIndex, generation: int
     return file_record(path) | {"generation": generation, "tombstones": sorted(index.tombstones)}
 
 
+def _saved_index(directory: str | os.PathLike, manifest: dict[str, Any], **options) -> SearchIndex | None:
+    """index.faiss as its manifest record describes it (read once, its sha256 checked), or None when it is
+    missing or does not match (an interrupted save, an edited file)."""
+    record, path = manifest["faiss"], Path(directory) / FAISS_FILE
+    if not record or not path.is_file():
+        return None
+    data = path.read_bytes()
+    if len(data) != record["size"] or hashlib.sha256(data).hexdigest() != record["sha256"]:
+        return None
+    return SearchIndex.deserialize(np.frombuffer(data, np.uint8), index_type=manifest["index_type"],
+                                   params=IndexParams(**record.get("params", manifest["params"])), **options)
+
+
 def load_faiss(directory: str | os.PathLike, manifest: dict[str, Any], generation: int,
                use_gpu: bool = False) -> SearchIndex | None:
     """The saved SearchIndex if index.faiss is whole and reflects catalog `generation`, else None (stale)."""
-    record, path = manifest["faiss"], Path(directory) / FAISS_FILE
-    if not record or record.get("generation") != generation or not path.is_file():
+    record = manifest["faiss"]
+    if not record or record.get("generation") != generation:
         return None
-    if file_record(path) != {"size": record["size"], "sha256": record["sha256"]}:
-        return None
-    data = np.frombuffer(path.read_bytes(), np.uint8)
-    params = IndexParams(**record.get("params", manifest["params"]))
-    return SearchIndex.deserialize(data, index_type=manifest["index_type"], params=params,
-                                   tombstones=record["tombstones"], use_gpu=use_gpu)
+    return _saved_index(directory, manifest, tombstones=record["tombstones"], use_gpu=use_gpu)
 
 
 def load_trained(directory: str | os.PathLike, manifest: dict[str, Any]) -> SearchIndex | None:
     """A stale but whole ivfpq index.faiss, emptied: its trained quantizers, to refill from the catalog."""
-    path = Path(directory) / FAISS_FILE
-    record = manifest["faiss"]
-    if manifest["index_type"] != "ivfpq" or not record or not path.is_file():
-        return None
-    if file_record(path) != {"size": record["size"], "sha256": record["sha256"]}:
-        return None
-    index = SearchIndex.deserialize(np.frombuffer(path.read_bytes(), np.uint8), index_type="ivfpq",
-                                    params=IndexParams(**record.get("params", manifest["params"])))
-    index.index.reset()
+    index = _saved_index(directory, manifest) if manifest["index_type"] == "ivfpq" else None
+    if index is not None:
+        index.index.reset()
     return index

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -45,6 +46,20 @@ def query_rows(pairs: dict[str, list[int]], local: dict[str, LocalFeatures]) -> 
             for q, refs in pairs.items() if refs]
 
 
+def verify_through(runner, pairs: dict[str, list[int]], local: dict[str, LocalFeatures],
+                   catalog_path: str | os.PathLike, spec: dict, geometry: str = "homography",
+                   progress: Callable[[int], None] | None = None) -> dict[tuple[str, int], dict]:
+    """{query: [reference ids]} with each query's features, verified by `runner` (pipeline.runners) against
+    the catalog at `catalog_path` -> {(query, reference id): evidence dict}."""
+    found = {}
+    for batch in runner.verify(query_rows(pairs, local), str(catalog_path), spec, geometry):
+        for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
+            found[(str(q), int(r))] = json.loads(str(e))
+        if progress:
+            progress(len(batch["query"]))
+    return found
+
+
 class VerifyActor:
     """Rows {"query", "candidates" (C,) int64 reference ids, "kp", "desc", "size"} -> one row per pair:
     "query", "reference" (int64 id), "evidence" (JSON text of `evidence_of`)."""
@@ -79,11 +94,7 @@ def verify_catalog_pairs(runner, queries: Catalog, query_ids: np.ndarray, refere
         pairs: dict[str, list[int]] = {}
         for p in rows:
             pairs.setdefault(str(int(query_ids[p])), []).append(int(reference_ids[p]))
-        features = {q: queries.features(int(q)) for q in pairs}
-        found = {}
-        for batch in runner.verify(query_rows(pairs, features), str(reference_catalog), local, "homography"):
-            for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
-                found[(str(q), int(r))] = json.loads(str(e))
+        found = verify_through(runner, pairs, {q: queries.features(int(q)) for q in pairs}, reference_catalog, local)
         for p in rows:
             evidence[p] = found[(str(int(query_ids[p])), int(reference_ids[p]))]
     return evidence

@@ -17,6 +17,10 @@ The definition follows the official evaluation (facebookresearch/isc2021, `isc/m
 - A prediction whose pair is not in the ground truth is a false positive, whether its query is
   listed there without a copy or not listed at all (as in the official code).
 - A (query, reference) pair predicted twice is an error.
+
+Where scores are probabilities (0..1), `reliability` bins them against the share of correct
+predictions (a reliability table and the expected calibration error), and `at_score_thresholds`
+reads precision and recall off the curve at fixed probabilities.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ import numpy as np
 
 NOT_PREDICTED = np.iinfo(np.int64).max
 """Rank given to a ground-truth pair that no prediction names."""
+
+PROBABILITY_THRESHOLDS = (0.5, 0.9, 0.99)
+"""Scores at which `at_score_thresholds` reports precision and recall by default."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,3 +217,86 @@ def recall_at_k_by_group(gt_ranks: np.ndarray, groups, k: int = 1) -> dict[str, 
     counts = np.bincount(inverse, minlength=len(names))
     hits = np.bincount(inverse, weights=gt_ranks < k, minlength=len(names))
     return {str(n): (float(h / c), int(c)) for n, h, c in zip(names, hits, counts)}
+
+
+def is_probability(scores) -> bool:
+    """(N,) float -> True when every score lies in 0..1 (vacuously for N = 0)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return bool(np.all((scores >= 0.0) & (scores <= 1.0)))
+
+
+@dataclass(frozen=True, eq=False)
+class Reliability:
+    """Reliability table of N predictions over B fixed score bins [lo, hi); the last bin includes hi = 1.0.
+
+    lo, hi: (B,) float64 edges. counts: (B,) int64. mean_scores, precisions: (B,) float64 mean score and
+    share of correct predictions per bin, NaN where a bin is empty. ece: expected calibration error,
+    sum over bins of counts / N * |precisions - mean_scores|; 0.0 when N = 0.
+    """
+
+    lo: np.ndarray
+    hi: np.ndarray
+    counts: np.ndarray
+    mean_scores: np.ndarray
+    precisions: np.ndarray
+    ece: float
+
+    @property
+    def num_predictions(self) -> int:
+        return int(self.counts.sum())
+
+    def bins(self) -> list[dict]:
+        """JSON-ready rows {lo, hi, count, mean_score, precision}; mean_score, precision None when empty."""
+        return [{"lo": float(lo), "hi": float(hi), "count": int(n),
+                 "mean_score": float(m) if n else None, "precision": float(p) if n else None}
+                for lo, hi, n, m, p in zip(self.lo, self.hi, self.counts, self.mean_scores, self.precisions)]
+
+
+def reliability(scores, correct, num_bins: int = 10) -> Reliability:
+    """(N,) scores in 0..1, (N,) bool correctness -> Reliability over num_bins equal bins.
+
+    Bin i holds i / B <= score < (i + 1) / B, the last one also score == 1.0. N = 0 gives empty bins.
+    Raises ValueError for arrays of unequal length, a score outside 0..1 (NaN included), num_bins < 1.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    correct = np.asarray(correct, dtype=bool).reshape(-1)
+    if len(scores) != len(correct):
+        raise ValueError(f"{len(scores)} scores but {len(correct)} correctness flags")
+    if not is_probability(scores):
+        bad = scores[~((scores >= 0.0) & (scores <= 1.0))][0]
+        raise ValueError(f"score {bad} is not a probability in 0..1")
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be at least 1, not {num_bins}")
+    edges = np.arange(num_bins + 1) / num_bins  # exact decimals: 3 / 10 == 0.3, unlike linspace
+    index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, num_bins - 1)
+    counts = np.bincount(index, minlength=num_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_scores = np.bincount(index, weights=scores, minlength=num_bins) / counts
+        precisions = np.bincount(index, weights=correct, minlength=num_bins) / counts
+    gaps = np.where(counts > 0, counts * np.abs(precisions - mean_scores), 0.0)
+    ece = float(gaps.sum() / len(scores)) if len(scores) else 0.0
+    return Reliability(edges[:-1], edges[1:], counts.astype(np.int64), mean_scores, precisions, ece)
+
+
+@dataclass(frozen=True)
+class ThresholdPoint:
+    """The predictions scored >= threshold: their count, precision (share correct; None when count is 0)
+    and recall (correct ones over the true pairs)."""
+
+    threshold: float
+    count: int
+    precision: float | None
+    recall: float
+
+
+def at_score_thresholds(curve: PRCurve, thresholds=PROBABILITY_THRESHOLDS) -> list[ThresholdPoint]:
+    """Precision and recall of the predictions scored >= t, for each t, read off the ranked curve.
+
+    The curve comes from `compute_metrics`: each pair predicted once, recall over its true pairs.
+    """
+    points = []
+    for t in thresholds:
+        n = int(np.searchsorted(-curve.thresholds, -t, side="right"))  # thresholds are non-increasing
+        points.append(ThresholdPoint(float(t), n, float(curve.precisions[n - 1]) if n else None,
+                                     float(curve.recalls[n - 1]) if n else 0.0))
+    return points

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from copyscope.matching.metrics import Metrics, compute_metrics, recall_at_k_by_group
+from copyscope.matching.metrics import (Metrics, at_score_thresholds, compute_metrics, is_probability,
+                                        recall_at_k_by_group, reliability)
 from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.formats import GroundTruth, Matches, read_ground_truth, read_matches, read_query_meta
 from copyscope.pipeline.reports.evaluation_report import MAX_EXAMPLES, FalsePositive, Miss, write_report
@@ -40,13 +41,17 @@ def evaluate(
     Returns the metrics as written to metrics.json: uAP, recall_at_p90, threshold_at_p90 (None when
     precision 0.9 is never reached), recall_at_1, recall_at_10, num_predictions, num_positives,
     predictions_for_unknown_queries (predictions whose query the ground truth does not list; they
-    count as false positives), and with meta_csv recall_at_1_by_kind and positives_by_kind.
+    count as false positives), reliability ([{lo, hi, count, mean_score, precision}] over 10 bins),
+    ece, at_threshold ({"0.5" | "0.9" | "0.99": {precision, recall, count}}) -- these three None when a
+    score lies outside 0..1 (raw similarities, not probabilities) -- and with meta_csv
+    recall_at_1_by_kind and positives_by_kind.
     Raises FormatError for a malformed CSV, ValueError for a ground truth without any copy.
     """
     gt, preds = read_ground_truth(gt_csv), read_matches(pred_csv)
     metrics = compute_metrics(preds.query_ids, preds.reference_ids, preds.scores, gt.query_ids, gt.reference_ids)
     summary = metrics.as_dict()
     summary["predictions_for_unknown_queries"] = int(np.sum(~np.isin(preds.query_ids, gt.query_ids)))
+    summary.update(_calibration(metrics, preds.scores))
     if meta_csv is not None:
         summary.update(_by_kind(metrics, gt, read_query_meta(meta_csv)))
 
@@ -72,6 +77,19 @@ def _by_kind(metrics: Metrics, gt: GroundTruth, kinds: dict[str, str]) -> dict:
     return {
         "recall_at_1_by_kind": {k: r for k, (r, _) in groups.items()},
         "positives_by_kind": {k: n for k, (_, n) in groups.items()},
+    }
+
+
+def _calibration(metrics: Metrics, scores: np.ndarray) -> dict:
+    """reliability, ece and at_threshold of probability scores; all None when a score is outside 0..1."""
+    if not is_probability(scores):
+        return {"reliability": None, "ece": None, "at_threshold": None}
+    table = reliability(scores, metrics.is_true)
+    return {
+        "reliability": table.bins(),
+        "ece": table.ece,
+        "at_threshold": {f"{p.threshold:g}": {"precision": p.precision, "recall": p.recall, "count": p.count}
+                         for p in at_score_thresholds(metrics.curve)},
     }
 
 

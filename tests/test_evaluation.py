@@ -62,11 +62,41 @@ def run(bench, **kwargs):
 def test_metrics_json_holds_the_hand_computed_metrics(bench):
     summary = run(bench)
     assert summary == json.loads((bench / "out" / "metrics.json").read_text())
+    calibration = {k: summary.pop(k) for k in ("reliability", "ece", "at_threshold")}
     assert summary == {
         "uAP": pytest.approx(0.4), "recall_at_p90": 0.0, "threshold_at_p90": None,
         "recall_at_1": 0.5, "recall_at_10": 0.75, "num_predictions": 6, "num_positives": 4,
         "predictions_for_unknown_queries": 1,
     }
+    # bins: 0.3 F | 0.6 T | 0.7 T | 0.8 F | 0.9 T, 0.95 F (mean 0.925, precision 0.5)
+    assert [b["count"] for b in calibration["reliability"]] == [0, 0, 0, 1, 0, 0, 1, 1, 1, 2]
+    assert calibration["reliability"][9] == {"lo": 0.9, "hi": 1.0, "count": 2, "mean_score": pytest.approx(0.925),
+                                             "precision": 0.5}
+    assert calibration["ece"] == pytest.approx((0.3 + 0.4 + 0.3 + 0.8 + 2 * 0.425) / 6)
+    assert calibration["at_threshold"] == {
+        "0.5": {"precision": 0.6, "recall": 0.75, "count": 5},
+        "0.9": {"precision": 0.5, "recall": 0.25, "count": 2},
+        "0.99": {"precision": None, "recall": 0.0, "count": 0},
+    }
+
+
+def test_report_shows_the_reliability_table_and_curve(bench):
+    run(bench)
+    section = (bench / "out" / "report.html").read_text().split("<h2>Reliability of the scores</h2>")[1]
+    section = section.split("<h2>")[0]
+    assert "ECE" in section and "0.4417" in section
+    assert section.count("<tr>") == 1 + 10 + 1 + 3  # bins, then the fixed thresholds
+    assert 'alt="reliability curve"' in section and "data:image/png;base64," in section
+
+
+def test_raw_similarities_get_no_reliability_and_the_report_says_why(bench):
+    write_csv(bench / "pred.csv", ["query_id", "reference_id", "score"], [["Q1", "R1", 1.7], ["Q2", "R2", -0.2]])
+    summary = run(bench)
+    assert json.loads((bench / "out" / "metrics.json").read_text()) == summary
+    assert (summary["reliability"], summary["ece"], summary["at_threshold"]) == (None, None, None)
+    assert summary["uAP"] == pytest.approx(0.5)
+    page = (bench / "out" / "report.html").read_text()
+    assert "outside 0..1" in page and "not probabilities" in page and 'alt="reliability curve"' not in page
 
 
 def test_recall_at_1_by_kind_from_meta(bench):
@@ -116,6 +146,8 @@ def test_empty_prediction_file(bench):
     summary = run(bench)
     assert (summary["uAP"], summary["recall_at_p90"], summary["recall_at_1"], summary["recall_at_10"]) == (0, 0, 0, 0)
     assert "4 in all" in (bench / "out" / "report.html").read_text()  # every copy is a miss
+    assert [b["count"] for b in summary["reliability"]] == [0] * 10 and summary["ece"] == 0.0
+    assert summary["at_threshold"]["0.5"] == {"precision": None, "recall": 0.0, "count": 0}
 
 
 def test_malformed_predictions_fail_before_writing(bench):

@@ -1,5 +1,5 @@
 """The evaluation's pr_curve.png and self-contained report.html: the metrics, the precision-recall curve,
-recall@1 by edit kind, the misses and the highest-scoring false positives as embedded thumbnails.
+the reliability table and curve of probability scores, recall@1 by edit kind, the misses and the highest-scoring false positives as embedded thumbnails.
 
 The job (`copyscope.jobs.evaluate`) computes the metrics and picks the examples; this module draws them.
 """
@@ -64,6 +64,7 @@ def write_report(out_dir: str | os.PathLike, summary: dict, metrics: Metrics, mi
     body = "<h1>Copy-detection evaluation</h1>" + _sources_note(sources, summary) + "".join([
         _metrics_table(summary),
         f'<img src="{png_data_uri(curve_png)}" alt="precision-recall curve">',
+        _reliability_section(summary, metrics),
         _kind_table(summary),
         _misses_section(misses, images),
         _false_positives_section(false_positives, int(np.sum(~metrics.is_true)), images),
@@ -87,6 +88,27 @@ def plot_pr_curve(metrics: Metrics) -> bytes:
            title=f"Precision-recall, {metrics.num_predictions} predictions ranked together")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def plot_reliability(bins: list[dict], ece: float) -> bytes:
+    """PNG of observed precision against mean score per non-empty bin (summary["reliability"]), with the diagonal."""
+    fig = Figure(figsize=(6.4, 4.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    shown = [b for b in bins if b["count"]]
+    ax.plot([0, 1], [0, 1], ls="--", lw=1, color="grey", label="perfect calibration")
+    ax.plot([b["mean_score"] for b in shown], [b["precision"] for b in shown], "o-", lw=1.5,
+            label=f"ECE = {ece:.4f}")
+    for b in shown:
+        ax.annotate(str(b["count"]), (b["mean_score"], b["precision"]), textcoords="offset points", xytext=(4, -10),
+                    fontsize=8, color="grey")
+    ax.set(xlim=(0, 1.06), ylim=(0, 1.02), xlabel="mean score in bin", ylabel="observed precision (share correct)",
+           title="Reliability: precision against score, predictions per bin annotated")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -141,6 +163,35 @@ def _metrics_table(summary: dict) -> str:
     shown = {k: "precision 0.9 not reached" if summary[k] is None else _fmt(summary[k]) for k in keys}
     rows = "".join(f'<tr><th>{esc(k)}</th><td class="num">{esc(v)}</td></tr>' for k, v in shown.items())
     return f"<h2>Metrics</h2><table>{rows}</table>"
+
+
+def _cell(value) -> str:
+    """A table cell's text: a dash for None (an empty bin, nothing accepted)."""
+    return "&ndash;" if value is None else esc(_fmt(value))
+
+
+def _reliability_section(summary: dict, metrics: Metrics) -> str:
+    """The reliability table, curve, ECE and precision/recall at fixed scores; or why there are none."""
+    head = "<h2>Reliability of the scores</h2>"
+    if summary["reliability"] is None:
+        lo, hi = metrics.curve.thresholds[-1], metrics.curve.thresholds[0]
+        return (f'{head}<p class="warn">No reliability table: scores range from {lo:.6g} to {hi:.6g}, outside 0..1, '
+                "so they are raw similarities, not probabilities. Match with a calibrated reranking "
+                "(--rerank verify or full) to get copy probabilities.</p>")
+    rows = "".join(f'<tr><td>{b["lo"]:.2f} &ndash; {b["hi"]:.2f}</td><td class="num">{b["count"]}</td>'
+                   f'<td class="num">{_cell(b["mean_score"])}</td><td class="num">{_cell(b["precision"])}</td></tr>'
+                   for b in summary["reliability"])
+    points = "".join(f'<tr><th>score &ge; {esc(t)}</th><td class="num">{p["count"]}</td>'
+                     f'<td class="num">{_cell(p["precision"])}</td><td class="num">{_cell(p["recall"])}</td></tr>'
+                     for t, p in summary["at_threshold"].items())
+    png = plot_reliability(summary["reliability"], summary["ece"])
+    return (f'{head}<p class="note">A score is read as the probability that the pair is a copy: in a well '
+            f"calibrated bin the share of correct predictions equals the mean score. Expected calibration "
+            f"error (ECE, the count-weighted mean gap) = {summary['ece']:.4f}.</p>"
+            f"<table><tr><th>score bin</th><th>predictions</th><th>mean score</th><th>observed precision</th></tr>"
+            f"{rows}</table>"
+            f'<img src="{png_data_uri(png)}" alt="reliability curve">'
+            f"<table><tr><th>accepted</th><th>predictions</th><th>precision</th><th>recall</th></tr>{points}</table>")
 
 
 def _kind_table(summary: dict) -> str:

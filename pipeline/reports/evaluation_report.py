@@ -1,5 +1,6 @@
 """The evaluation's pr_curve.png and self-contained report.html: the metrics, the precision-recall curve,
-the reliability table and curve of probability scores, recall@1 by edit kind, the misses and the highest-scoring false positives as embedded thumbnails.
+the reliability table and curve of probability scores, recall@1 by edit kind, the misses and the
+highest-scoring false positives as embedded thumbnails.
 
 The job (`copyscope.jobs.evaluate`) computes the metrics and picks the examples; this module draws them.
 """

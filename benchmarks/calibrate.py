@@ -18,7 +18,7 @@ import json
 import numpy as np
 
 from copyscope.matching.metrics import compute_metrics
-from copyscope.matching.reranking import FEATURES, SCORE_NORMS
+from copyscope.matching.reranking import FEATURES, SCORE_NORMS, RerankOptions
 from copyscope.matching.scoring import Calibration, FittedCalibration, fit_logistic
 from copyscope.pipeline.formats import read_ground_truth
 from copyscope.pipeline.index_files import read_manifest
@@ -64,7 +64,8 @@ def main() -> None:
     if args.out:
         manifest = read_manifest(args.index)
         fitted = FittedCalibration(Calibration(tuple(round(float(w), 3) for w in weights), round(bias, 3)), FEATURES,
-                                   manifest["model"]["name"], manifest["local"], args.score_norm)
+                                   manifest["model"]["name"], manifest["local"],
+                                   RerankOptions(score_norm=args.score_norm).calibrated_as)
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(fitted.to_dict(), f, indent=2)
         print(f"wrote {args.out}")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from halves import make_halves  # noqa: E402
 
 from copyscope.matching.local_features import LocalSpec  # noqa: E402
-from copyscope.matching.reranking import FEATURES, PACKAGED_CALIBRATIONS  # noqa: E402
+from copyscope.matching.reranking import DEFAULT_NORM, FEATURES, PACKAGED_CALIBRATIONS  # noqa: E402
 from copyscope.matching.scoring import FittedCalibration  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def main() -> None:
     provisional = work / "provisional.json"
     start = PACKAGED_CALIBRATIONS[0]
     provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, local.to_dict(),
-                                                        "stretch").to_dict()))
+                                                        DEFAULT_NORM).to_dict()))
     sets = [explained(work, halves["tune"], seed, args.model, provisional, extra) for seed in args.seeds]
     held = [explained(work, halves["holdout"], args.holdout_seed, args.model, provisional, extra)] \
         if args.holdout_seed is not None else []

@@ -50,6 +50,7 @@ def match_folder(
     k: int = 10,
     rerank: RerankOptions = RerankOptions(),
     background_dir: str | os.PathLike | None = None,
+    ignore_dir: str | os.PathLike | None = None,
     explain_path: str | os.PathLike | None = None,
     settings: EmbedSettings = EmbedSettings(),
     use_gpu: bool = False,
@@ -59,11 +60,13 @@ def match_folder(
 ) -> MatchSummary:
     """Write `query_id,reference_id,score` (at most k rows a query, best first) and OUT.failures.csv.
 
-    Scores: see CopyIndex.match. explain_path: JSON lines with every row's evidence.
+    Scores: see CopyIndex.match. ignore_dir: an index of known frames (app UIs, meme templates, logos)
+    whose inliers do not count. explain_path: JSON lines with every row's evidence.
     """
     start = time.perf_counter()
     engine = CopyIndex.open(index_dir, use_gpu=use_gpu)
     background = CopyIndex.open(background_dir) if background_dir is not None else None
+    ignore = CopyIndex.open(ignore_dir) if ignore_dir is not None else None
     listing = list_images(query_dir)
     bars: dict[str, tqdm] = {}
 
@@ -76,7 +79,8 @@ def match_folder(
 
     try:
         with choose_runner(len(listing.entries), settings, ray_address, use_ray) as runner:
-            result = engine.match(listing.entries, runner, k=k, rerank=rerank, background=background, progress=tick)
+            result = engine.match(listing.entries, runner, k=k, rerank=rerank, background=background,
+                                  ignore=ignore, progress=tick)
     finally:
         for bar in bars.values():
             bar.close()

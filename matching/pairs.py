@@ -11,7 +11,7 @@ from tqdm import tqdm
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.candidates import Candidates
 from copyscope.matching.reranking import RerankOptions, directional_scores, pair_features
-from copyscope.matching.scoring import Calibration
+from copyscope.matching.scoring import Calibration, tail_level
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,10 @@ class Pairs:
 
 
 def knn_pairs(vectors: np.ndarray, index: SearchIndex, k: int, floor: float, *, self_join: bool,
-              tail: int = 8, batch_size: int = 4096, progress: bool = False) -> tuple[Pairs, np.ndarray]:
+              skip: int = 9, batch_size: int = 4096, progress: bool = False) -> tuple[Pairs, np.ndarray]:
     """(N, D) vectors searched against `index` (top k) -> pairs with global score >= floor, and (N,)
-    float32 background level of each vector: the mean score of its `tail` farthest of the k neighbours
-    (how similar unrelated images of this collection are to it; a few copies among the k do not move it).
+    float32 background level of each vector: `scoring.tail_level` of its neighbours from rank `skip` on
+    (rank 0 is itself in a self join; how similar unrelated images of this collection are to it).
 
     self_join: `index` holds `vectors` in the same rows; self matches are dropped and each unordered
     pair is kept once, as (smaller row, larger row).
@@ -44,7 +44,7 @@ def knn_pairs(vectors: np.ndarray, index: SearchIndex, k: int, floor: float, *, 
     with tqdm(total=len(vectors), desc="search", unit="img", disable=not progress) as bar:
         for start in range(0, len(vectors), batch_size):
             scores, rows = index.search(vectors[start:start + batch_size], k + int(self_join))
-            level[start:start + len(scores)] = _tail_mean(scores, tail)
+            level[start:start + len(scores)] = tail_level(scores, skip)
             a = np.repeat(np.arange(start, start + len(scores)), scores.shape[1])
             b, s = rows.ravel(), scores.ravel()
             keep = (b >= 0) & (s >= floor) & ((a != b) if self_join else True)
@@ -61,17 +61,6 @@ def knn_pairs(vectors: np.ndarray, index: SearchIndex, k: int, floor: float, *, 
         first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
         a, b, s = a[first], b[first], s[first]
     return Pairs(a.astype(np.int64), b.astype(np.int64), s.astype(np.float32)), level
-
-
-def _tail_mean(scores: np.ndarray, tail: int) -> np.ndarray:
-    """(Q, K) scores, best first, -inf where missing -> (Q,) mean of the last `tail` found (0 if none)."""
-    found = np.isfinite(scores)
-    last = found.sum(axis=1)
-    cols = np.arange(scores.shape[1])
-    take = found & (cols >= (last - tail)[:, None])
-    total = np.where(take, scores, 0).sum(axis=1)
-    return (total / np.maximum(take.sum(axis=1), 1)).astype(np.float32)
-
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Re-ranking of FAISS candidates: region search, background normalisation, local verification, scoring.
 
     views (Q queries x V views) --FAISS--> candidates with global scores (max over views)
-      --background--> stretched scores --top `verify_top`--> Ray verify stage --> evidence
+      --background level (the query's unrelated neighbours in the index)--> stretched scores
+      --top `verify_top`--> verify stage --> evidence --shared frames discounted (matching.shared_frames)-->
       --calibration--> final score in 0..1 (probability that the query is a copy of the reference)
 """
 
@@ -14,22 +15,25 @@ import numpy as np
 from copyscope.descriptors.errors import UserError
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.local_features import LocalSpec
-from copyscope.matching.scoring import Calibration, FittedCalibration, background_level, normalise, stretch
+from copyscope.matching.scoring import Calibration, FittedCalibration, normalise, stretch, tail_level
 from copyscope.matching.candidates import Candidates, QueryViews
 
 RERANK_MODES = ("none", "verify", "full")
 SCORE_NORMS = ("stretch", "subtract")
+# How the background level is measured; part of what a calibration is fitted for (RerankOptions.calibrated_as).
+LEVEL_RULE = "reference tail"
+DEFAULT_NORM = f"stretch by {LEVEL_RULE}"
 FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_coverage", "reference_coverage")
 # Fitted on the candidate pairs of a benchmark built from the tuning half of ../shared/photos only
 # (benchmarks/fit_calibration.py --seeds 11, for the default LocalSpec); the README reports them on a
 # benchmark of the held-out half (seed 21).
 PACKAGED_CALIBRATIONS = (
     FittedCalibration(Calibration(weights=(16.033, 24.829, 3.568, 1.271, 0.583, 0.604), bias=-11.409),
-                      FEATURES, "sscd", LocalSpec().to_dict(), "stretch"),
+                      FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM),
     FittedCalibration(Calibration(weights=(8.604, 21.695, 2.056, 0.706, -2.220, 0.993), bias=-10.424),
-                      FEATURES, "sscd_distilled", LocalSpec().to_dict(), "stretch"),
+                      FEATURES, "sscd_distilled", LocalSpec().to_dict(), DEFAULT_NORM),
     FittedCalibration(Calibration(weights=(15.797, 23.428, 2.753, -4.473, -0.402, 4.355), bias=-11.308),
-                      FEATURES, "sscd", LocalSpec.uncompressed().to_dict(), "stretch"),  # --full-local-features
+                      FEATURES, "sscd", LocalSpec.uncompressed().to_dict(), DEFAULT_NORM),  # --full-local-features
 )
 
 
@@ -43,7 +47,9 @@ class RerankOptions:
     """mode: none (global scores only), verify (local verification), full (verify + region search).
 
     regions: sub-regions searched per query in full mode. verify_top: candidates verified per query.
-    background_k: nearest background images averaged into the background level.
+    background_skip, background_k: the background level of a query is the mean similarity of its
+    nearest images ranked background_skip .. background_skip + background_k - 1 among the references
+    (and the background index, when one is given), `scoring.tail_level`.
     score_norm: how global scores are normalised by that level: "stretch" (the calibration is fitted
     on stretched scores) or "subtract" (SSCD's score normalisation, with `beta`).
     """
@@ -51,7 +57,8 @@ class RerankOptions:
     mode: str = "full"
     regions: int = 12
     verify_top: int = 10
-    background_k: int = 10
+    background_skip: int = 8
+    background_k: int = 16
     score_norm: str = "stretch"
     beta: float = 1.0
     geometry: str = "homography"
@@ -61,6 +68,11 @@ class RerankOptions:
             raise UserError(f"unknown rerank mode {self.mode!r}; known: {', '.join(RERANK_MODES)}")
         if self.score_norm not in SCORE_NORMS:
             raise UserError(f"unknown score normalisation {self.score_norm!r}; known: {', '.join(SCORE_NORMS)}")
+
+    @property
+    def calibrated_as(self) -> str:
+        """The score normalisation a calibration must have been fitted for, level rule included."""
+        return f"{self.score_norm} by {LEVEL_RULE}"
 
     def normalised(self, scores: np.ndarray, level: np.ndarray) -> np.ndarray:
         """(P,) scores, (P,) background level of each pair's query -> normalised (P,) scores."""
@@ -94,9 +106,14 @@ def directional_scores(features: dict[str, np.ndarray], calibration: Calibration
     return calibration(forward), calibration(reverse)
 
 
-def query_background_level(views: QueryViews, background: SearchIndex | None, k: int) -> np.ndarray:
-    """(Q,) background level of each query's whole-image view (zeros without a background index)."""
-    if background is None or len(background) == 0:
+def query_background_level(views: QueryViews, references: SearchIndex, background: SearchIndex | None,
+                           opts: RerankOptions) -> np.ndarray:
+    """(Q,) background level of each query's whole-image view: `tail_level` of its nearest references,
+    merged with its nearest background images when a background index is given."""
+    k = opts.background_skip + opts.background_k
+    whole = views.vectors[views.full]
+    sims = [index.search(whole, k)[0] for index in (references, background) if index is not None and len(index)]
+    if not sims:
         return np.zeros(len(views.ids), np.float32)
-    sims, _ = background.search(views.vectors[views.full], k)
-    return background_level(sims, k)
+    merged = -np.sort(-np.concatenate(sims, axis=1), axis=1)[:, :k]
+    return tail_level(merged, opts.background_skip)

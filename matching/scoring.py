@@ -2,7 +2,9 @@
 
 Notation, for one query q and a candidate reference r:
   g        global similarity: max over the query's views (whole image, regions) of <q_view, r>;
-  b(q)     background level: mean similarity of q to its k nearest background images;
+  b(q)     background level: mean similarity of q to the images ranked `skip` and below among its
+           nearest references (and background images, when a background index is given): the level
+           of unrelated look-alikes of q in this collection, from the index itself (`tail_level`);
   n        normalised similarity (SSCD's score normalisation): n = g - beta * b(q);
   s        stretched similarity: s = (g - b(q)) / (1 - b(q)), so the background level maps to 0 and
            an identical descriptor to 1 whatever the query (flat, textured, busy images alike);
@@ -23,11 +25,17 @@ import numpy as np
 from copyscope.descriptors.errors import UserError
 
 
-def background_level(similarities: np.ndarray, k: int) -> np.ndarray:
-    """(Q, K) similarities of each query to its nearest background images, best first -> (Q,) mean of top k."""
-    if similarities.shape[1] == 0:
-        return np.zeros(similarities.shape[0], np.float32)
-    return similarities[:, :k].mean(axis=1).astype(np.float32)
+def tail_level(similarities: np.ndarray, skip: int) -> np.ndarray:
+    """(Q, K) similarities of each query to its nearest images, best first (-inf or nan where missing) ->
+    (Q,) mean of those at ranks >= skip (>= half the number found, in a collection too small for `skip`):
+    how similar unrelated images are to this query; the few copies of a query rank first and do not
+    move it. 0 for a query with nothing found."""
+    found = np.isfinite(similarities)
+    count = found.sum(axis=1)
+    start = np.minimum(skip, count // 2)
+    take = found & (np.arange(similarities.shape[1])[None] >= start[:, None])
+    total = np.where(take, similarities, 0).sum(axis=1)
+    return (total / np.maximum(take.sum(axis=1), 1)).astype(np.float32)
 
 
 def normalise(scores: np.ndarray, level: np.ndarray, beta: float = 1.0) -> np.ndarray:

@@ -207,7 +207,7 @@ def implausibility(transform: np.ndarray, query_points: np.ndarray, query_size: 
     return ""
 
 
-def _region(points: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+def hull_region(points: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """(N, 2) inlier points -> (K, 2) float32 convex hull and its area / image area."""
     if len(points) < 3:
         return _empty_points(), 0.0
@@ -249,8 +249,8 @@ def _verify_once(q: LocalFeatures, r: LocalFeatures, pairs: np.ndarray, geometry
     reason = implausibility(transform, src[mask].astype(np.float64), q.image_size, r.image_size)
     if reason:
         return Verification.failed(reason, pairs, src, dst, mirrored)
-    query_region, query_coverage = _region(src[mask], q.image_size)
-    reference_region, reference_coverage = _region(dst[mask], r.image_size)
+    query_region, query_coverage = hull_region(src[mask], q.image_size)
+    reference_region, reference_coverage = hull_region(dst[mask], r.image_size)
     inliers = int(mask.sum())
     return Verification(inliers, len(pairs), inliers / len(pairs), query_region, reference_region,
                         query_coverage, reference_coverage, transform, pairs, mask, src, dst, mirrored)

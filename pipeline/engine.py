@@ -33,6 +33,7 @@ from copyscope.matching.reranking import (
     FEATURES, RerankOptions, directional_scores, packaged_calibration, pair_features, query_background_level,
 )
 from copyscope.matching.scoring import FittedCalibration
+from copyscope.matching.shared_frames import INLIERS, discount_frames
 from copyscope.pipeline.catalog import Catalog, Change, Reference
 from copyscope.pipeline.failures import Failure
 from copyscope.pipeline.files import file_stamp
@@ -43,6 +44,9 @@ from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.pipeline.runners import LocalRunner
 from copyscope.pipeline.stages import PrepareOptions, row_local_features
 from copyscope.pipeline.verify_stage import verify_through
+
+
+IGNORE_CANDIDATES = 5  # images of an ignore index verified against each query
 
 
 @dataclass(frozen=True)
@@ -342,19 +346,30 @@ class CopyIndex:
                 raise UserError(f"background index {background.directory} was made with another {key} than the "
                                 f"reference index: {background.manifest[key]} != {self.manifest[key]}")
 
+    def check_ignore(self, ignore: CopyIndex) -> None:
+        """UserError unless `ignore` can be verified against like this index's references."""
+        self.check_background(ignore)
+        if ignore.manifest["local"] != self.manifest["local"]:
+            raise UserError(f"ignore index {ignore.directory} stores other local features than the reference "
+                            f"index: {ignore.manifest['local']} != {self.manifest['local']}; build it with the same "
+                            "options (`copyscope index TEMPLATES --out DIR`, same --model and local features)")
+
     def match(self, images: Sequence[tuple[str, str]], runner=None, *, k: int = 10,
               rerank: RerankOptions = RerankOptions(), background: CopyIndex | None = None,
-              progress: Callable[[str, int], None] | None = None) -> MatchResult:
+              ignore: CopyIndex | None = None, progress: Callable[[str, int], None] | None = None) -> MatchResult:
         """(name, path) queries -> at most k references a query, best first, with calibrated scores.
 
         rerank "none": the global inner product (normalised by the background level when a background index
         is given). Otherwise the calibrated probability that the query is a copy of the reference
-        (matching.reranking), which needs the index's local features and a calibration fitted for them."""
-        calibration = self._check_match(k, rerank, background)  # before any embedding
+        (matching.reranking), which needs the index's local features and a calibration fitted for them;
+        inliers explained by a shared frame do not count (matching.shared_frames): those of query keypoints
+        that map to many candidates, and those that map to an image of the `ignore` index (known app
+        frames, meme templates, logos)."""
+        calibration = self._check_match(k, rerank, background, ignore)  # before any embedding
         runner = runner or LocalRunner()
         queries = self.embed_queries(images, runner, regions=rerank.regions if rerank.mode == "full" else 0,
                                      local=rerank.mode != "none", progress=_stage(progress, "embed"))
-        return self._match_embedded(queries, runner, k, rerank, background, calibration, progress)
+        return self._match_embedded(queries, runner, k, rerank, background, calibration, progress, ignore)
 
     def match_embeddings(self, names: Sequence[str], vectors: np.ndarray, *, k: int = 10,
                          background: CopyIndex | None = None) -> MatchResult:
@@ -366,28 +381,36 @@ class CopyIndex:
                            np.asarray(vectors, np.float32), np.arange(n, dtype=np.int64))
         return self._match_embedded(EmbeddedQueries(views, {}, []), None, k, rerank, background, None, None)
 
-    def _check_match(self, k: int, rerank: RerankOptions, background: CopyIndex | None):
+    def _check_match(self, k: int, rerank: RerankOptions, background: CopyIndex | None,
+                     ignore: CopyIndex | None = None):
         """UserError for a match that cannot run -> the Calibration it scores with (None for rerank "none")."""
         if k < 1:
             raise UserError(f"k must be >= 1, got {k}")
         if background is not None:
             self.check_background(background)
+        if ignore is not None:
+            self.check_ignore(ignore)
         return self.calibration_for(rerank).calibration if rerank.mode != "none" else None
 
     def _match_embedded(self, queries: EmbeddedQueries, runner, k: int, rerank: RerankOptions,
                         background: CopyIndex | None, calibration,
-                        progress: Callable[[str, int], None] | None) -> MatchResult:
+                        progress: Callable[[str, int], None] | None, ignore: CopyIndex | None = None) -> MatchResult:
         """Search, verify and score queries whose views are embedded (see `match`)."""
         views, search = queries.views, self.search_index()
         if search is None or len(search) == 0 or not views.ids:
             return self._result([], views, None, {}, [], np.empty(0), None, queries.failures)
         cands = gather_candidates(views, search, max(k, rerank.verify_top))
         bg = background.search_index() if background is not None else None
-        level = query_background_level(views, bg, rerank.background_k)
+        level = query_background_level(views, search, bg, rerank)
         evidence: list[dict] = [{} for _ in range(len(cands.query))]
         if rerank.mode != "none":
-            chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)  # the level is per query
+            chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)
             found = self._verify(views, cands, chosen, queries.local, runner, rerank, _stage(progress, "verify"))
+            ignored = self._ignored_keypoints(views, queries.local, ignore, runner, rerank) if ignore else {}
+            keys = [(views.ids[cands.query[p]], int(cands.reference[p])) for p in chosen]
+            keys = [key for key in keys if key in found]
+            discounted = discount_frames(keys, [found[key] for key in keys], sides=("query",), ignored=ignored)
+            found |= dict(zip(keys, discounted))
             for p in chosen:
                 evidence[p] = found.get((views.ids[cands.query[p]], int(cands.reference[p])), {})
         features = pair_features(cands, level, evidence, rerank)
@@ -408,8 +431,25 @@ class CopyIndex:
             raise UserError(f"index {self.directory} has no calibration for model {self.spec.name!r} with these "
                             "local features: fit one with benchmarks/calibrate.py and pass it to `copyscope index "
                             "--calibration FILE`, or match with --rerank none")
-        calibration.check(self.spec.name, self.manifest["local"], rerank.score_norm, FEATURES)
+        calibration.check(self.spec.name, self.manifest["local"], rerank.calibrated_as, FEATURES)
         return calibration
+
+    def _ignored_keypoints(self, views: QueryViews, local: dict[str, LocalFeatures], ignore: CopyIndex, runner,
+                           rerank: RerankOptions) -> dict[str, np.ndarray]:
+        """{query: (R,) rows of its keypoints that are inliers to one of its IGNORE_CANDIDATES nearest images
+        of the `ignore` index}."""
+        index = ignore.search_index()
+        if index is None or not len(index):
+            return {}
+        _, ids = index.search(views.vectors[views.full], IGNORE_CANDIDATES)
+        pairs = {q: [int(i) for i in row if i >= 0] for q, row in zip(views.ids, ids) if q in local}
+        found = verify_through(runner, pairs, local, ignore.directory / CATALOG, ignore.manifest["local"],
+                               rerank.geometry)
+        rows: dict[str, set[int]] = {}
+        for (q, _), e in found.items():
+            if e.get("inliers"):
+                rows.setdefault(q, set()).update(e[INLIERS]["query"])
+        return {q: np.asarray(sorted(r), np.int64) for q, r in rows.items()}
 
     def _verify(self, views: QueryViews, cands, chosen: np.ndarray, local: dict[str, LocalFeatures], runner,
                 rerank: RerankOptions, progress) -> dict[tuple[str, int], dict]:
@@ -430,7 +470,8 @@ class CopyIndex:
                    "best_view_score": float(cands.best_score[p]),
                    "whole_image_score": float(cands.whole_score[p]) if np.isfinite(cands.whole_score[p]) else None,
                    "best_view_box": views.view_box[cands.view[p]].tolist()}
-            explain.append(row | {name: float(features[name][p]) for name in FEATURES} | evidence[p])
+            shown = {key: value for key, value in evidence[p].items() if key != INLIERS}
+            explain.append(row | {name: float(features[name][p]) for name in FEATURES} | shown)
         return MatchResult(
             query=[e["query_id"] for e in explain], reference=[e["reference_id"] for e in explain],
             reference_id=cands.reference[keep] if cands is not None else np.empty(0, np.int64),

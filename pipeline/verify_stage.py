@@ -11,17 +11,11 @@ import numpy as np
 
 from copyscope.matching.compact_features import mirrored, project
 from copyscope.matching.local_features import BINARY_METHODS, LocalFeatures, LocalSpec
+from copyscope.matching.shared_frames import INLIERS, box_of, inlier_record
 from copyscope.matching.verification import Verification, verify_pair
 from copyscope.pipeline.catalog import Catalog
 
 EVIDENCE_COLUMNS = ("inliers", "matches", "inlier_ratio", "query_coverage", "reference_coverage", "mirrored")
-
-
-def _bbox(region: np.ndarray) -> np.ndarray:
-    """(K, 2) polygon -> (4,) float32 x0, y0, x1, y1 (zeros when empty)."""
-    if len(region) == 0:
-        return np.zeros(4, np.float32)
-    return np.concatenate([region.min(axis=0), region.max(axis=0)]).astype(np.float32)
 
 
 def verify_stored(q: LocalFeatures, r: LocalFeatures, spec: LocalSpec, geometry: str = "homography") -> Verification:
@@ -32,11 +26,13 @@ def verify_stored(q: LocalFeatures, r: LocalFeatures, spec: LocalSpec, geometry:
     return verify_pair(project(q, spec), r, mirrored=mirror, geometry=geometry, ratio=spec.ratio)
 
 
-def evidence_of(v: Verification) -> dict:
-    """A Verification -> the evidence dict of a pair (EVIDENCE_COLUMNS, "query_box", "reference_box")."""
+def evidence_of(v: Verification, query_size: tuple[int, int], reference_size: tuple[int, int]) -> dict:
+    """A Verification of images of these (h, w) sizes -> the evidence dict of a pair (EVIDENCE_COLUMNS,
+    "query_box", "reference_box", and the inliers themselves under shared_frames.INLIERS)."""
     out = {c: getattr(v, c) for c in EVIDENCE_COLUMNS}
     out = {k: (x.item() if isinstance(x, np.generic) else x) for k, x in out.items()}
-    return out | {"query_box": _bbox(v.query_region).tolist(), "reference_box": _bbox(v.reference_region).tolist()}
+    return out | {"query_box": box_of(v.query_region), "reference_box": box_of(v.reference_region),
+                  INLIERS: inlier_record(v, query_size, reference_size)}
 
 
 def query_rows(pairs: dict[str, list[int]], local: dict[str, LocalFeatures]) -> list[dict]:
@@ -75,10 +71,11 @@ class VerifyActor:
                                               batch["size"]):
             q = LocalFeatures(kp, desc, (int(size[0]), int(size[1])), self.spec.method)
             for ref in np.asarray(cands, np.int64):
-                v = verify_stored(q, self.catalog.features(int(ref)), self.spec, self.geometry)
+                r = self.catalog.features(int(ref))
+                v = verify_stored(q, r, self.spec, self.geometry)
                 out["query"].append(qid)
                 out["reference"].append(int(ref))
-                out["evidence"].append(json.dumps(evidence_of(v)))
+                out["evidence"].append(json.dumps(evidence_of(v, q.image_size, r.image_size)))
         return {"query": np.asarray(out["query"], dtype=str), "reference": np.asarray(out["reference"], np.int64),
                 "evidence": np.asarray(out["evidence"], dtype=str)}
 

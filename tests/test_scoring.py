@@ -1,19 +1,20 @@
 import numpy as np
 import pytest
 
-from copyscope.matching.scoring import Calibration, background_level, fit_logistic, normalise, stretch
+from copyscope.matching.scoring import Calibration, fit_logistic, tail_level, normalise, stretch
 
 
 def test_background_level_normalise_and_stretch():
-    sims = np.array([[0.5, 0.3, 0.1], [0.2, 0.2, 0.2]], np.float32)
-    level = background_level(sims, k=2)
+    sims = np.array([[0.9, 0.8, 0.5, 0.3], [0.2, 0.2, 0.2, -np.inf]], np.float32)
+    level = tail_level(sims, skip=2)  # ranks 2.. (the second row found 3: from rank 3 // 2 = 1)
     np.testing.assert_allclose(level, [0.4, 0.2])
     scores = np.array([[0.9, 0.4], [0.6, 0.2]])
     np.testing.assert_allclose(normalise(scores, level, beta=0.5), [[0.7, 0.2], [0.5, 0.1]])
     stretched = stretch(scores, level)
     np.testing.assert_allclose(stretched[:, 1], [0.0, 0.0], atol=1e-7)  # background level -> 0
     np.testing.assert_allclose(stretch(np.ones((2, 1)), level)[:, 0], [1.0, 1.0])  # identical -> 1
-    assert background_level(np.zeros((3, 0)), k=5).shape == (3,)
+    assert tail_level(np.zeros((3, 0)), skip=5).shape == (3,)
+    np.testing.assert_allclose(tail_level(np.full((1, 4), -np.inf), skip=1), [0.0])
 
 
 def test_calibration_is_a_probability_and_monotone_in_positive_weights():

@@ -41,7 +41,7 @@ def test_ray_verify_stage_equals_verify_stored(tmp_path, ray_local):
 
     assert sorted(got) == sorted((q, i) for q in queries for i in ids.values())
     for (q, r), evidence in got.items():
-        assert evidence == evidence_of(verify_stored(local[q], stored[r], SPEC)), (q, r)
+        assert evidence == evidence_of(verify_stored(local[q], stored[r], SPEC), local[q].image_size, stored[r].image_size), (q, r)
     # the oracle is not vacuous: true copies verify (the flip through the mirror pass), the rest do not
     assert got["crop", ids["astronaut"]]["inliers"] >= 20
     assert got["flip", ids["chelsea"]]["inliers"] >= 20 and got["flip", ids["chelsea"]]["mirrored"]

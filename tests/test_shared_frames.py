@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from copyscope.matching.shared_frames import INLIERS, MIN_CONTENT_INLIERS, discount, discount_frames, frame_rows
+
+
+def evidence(query_rows, reference_rows=None, size=(100, 100), matches=50):
+    """Evidence of a pair whose inliers are these query keypoint rows, at points spread by row."""
+    q = list(query_rows)
+    r = list(reference_rows if reference_rows is not None else query_rows)
+    xy = [[(row * 7) % 97 + 1.0, (row * 13) % 89 + 1.0] for row in q]
+    return {"inliers": len(q), "matches": matches, "inlier_ratio": len(q) / matches, "query_coverage": 0.5,
+            "reference_coverage": 0.5, INLIERS: {"query": q, "reference": r, "query_xy": xy, "reference_xy": xy,
+                                                  "query_size": list(size), "reference_size": list(size)}}
+
+
+FRAME, PHOTO = range(0, 30), range(100, 140)
+
+
+def test_keypoints_shared_with_many_images_are_a_frame():
+    # a query in an app frame: its frame keypoints map to five templated references, its photo to one
+    owners = [("q", f"t{i}") for i in range(5)] + [("q", "copy")]
+    evidences = [evidence(FRAME) for _ in range(5)] + [evidence(list(FRAME) + list(PHOTO))]
+    rows = frame_rows(owners, evidences, min_images=4, sides=("query",))
+    np.testing.assert_array_equal(rows["q"], np.arange(30))
+    out = discount_frames(owners, evidences, sides=("query",), min_images=4)
+    assert [e["inliers"] for e in out[:5]] == [0] * 5
+    assert out[5]["inliers"] == 40 and out[5]["frame_inliers"] == 30
+    assert out[5]["inlier_ratio"] == pytest.approx(40 / 50)
+    assert 0 < out[5]["query_coverage"] < 1 and out[0]["query_coverage"] == 0
+    assert out[0]["query_box"] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_copies_of_one_photo_are_not_a_frame():
+    # three partners (a copy group) stay under the burst count; one group of near-identical partners counts once
+    owners = [("q", f"c{i}") for i in range(3)]
+    evidences = [evidence(PHOTO) for _ in range(3)]
+    assert [e["inliers"] for e in discount_frames(owners, evidences, sides=("query",), min_images=4)] == [40] * 3
+    owners += [("q", "c3"), ("q", "c4")]
+    evidences += [evidence(PHOTO), evidence(PHOTO)]
+    assert discount_frames(owners, evidences, sides=("query",), min_images=4)[0]["inliers"] == 0
+    same = {f"c{i}": "group" for i in range(5)}
+    kept = discount_frames(owners, evidences, sides=("query",), min_images=4, groups=same)
+    assert [e["inliers"] for e in kept] == [40] * 5
+
+
+def test_ignored_keypoints_and_too_few_left():
+    e = evidence(list(FRAME) + [100, 101, 102])
+    out = discount_frames([("q", "r")], [e], sides=("query",), ignored={"q": np.arange(30)})[0]
+    assert out["inliers"] == 0 and len(PHOTO) > MIN_CONTENT_INLIERS  # 3 left are fewer than a map needs
+    assert out["frame_inliers"] == 30  # the 3 left are too few for a map, but not a frame
+    untouched = discount(e)
+    assert untouched["inliers"] == 33 and untouched["frame_inliers"] == 0
+
+
+def test_one_collection_counts_an_image_on_either_side():
+    # dedup: image x is the query of some pairs and the reference of others; its frame rows add up
+    owners = [("x", "a"), ("x", "b"), ("c", "x"), ("d", "x")]
+    evidences = [evidence(FRAME), evidence(FRAME), evidence(FRAME, FRAME), evidence(FRAME, FRAME)]
+    out = discount_frames(owners, evidences, min_images=4)
+    assert all(e["inliers"] == 0 for e in out)
+    assert discount_frames(owners[:3], evidences[:3], min_images=4)[0]["inliers"] == 30

@@ -30,10 +30,12 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 class PhotoPool:
     """Photos by key, decoded and (with `reencode`) passed once through JPEG at that quality, the
-    way a benchmark writes them, so an edit of a photo equals the same edit of its written file."""
+    way a benchmark writes them, so an edit of a photo equals the same edit of its written file.
+    Keys in `as_written` name files a benchmark wrote itself: decoded as they are, never re-encoded."""
 
-    def __init__(self, paths: Mapping[str, str | os.PathLike], reencode: int | None = None, cache: int = 128):
-        self.paths, self.reencode = dict(paths), reencode
+    def __init__(self, paths: Mapping[str, str | os.PathLike], reencode: int | None = None, cache: int = 128,
+                 as_written: Iterable[str] = ()):
+        self.paths, self.reencode, self.as_written = dict(paths), reencode, frozenset(as_written)
         self._cached = functools.lru_cache(maxsize=cache)(self.load)
 
     def load(self, key: str) -> np.ndarray:
@@ -41,7 +43,9 @@ class PhotoPool:
         if key not in self.paths:
             raise KeyError(f"photo {key!r} is not in the pool")
         image = decode_image(self.paths[key])
-        return image if self.reencode is None else decode_image(encode_jpeg(image, self.reencode))
+        if self.reencode is None or key in self.as_written:
+            return image
+        return decode_image(encode_jpeg(image, self.reencode))
 
     def context(self) -> EditContext:
         """An EditContext lending the pool's photos to edits (cached: other photos repeat)."""
@@ -63,8 +67,9 @@ class ApplyChains:
     batch {"id", "source", "chain"} -> {"id", "jpeg" (object array of bytes), "error" (str)}.
     """
 
-    def __init__(self, paths: Mapping[str, str], reencode: int | None = None, quality: int = 90):
-        self.pool, self.quality = PhotoPool(paths, reencode), quality
+    def __init__(self, paths: Mapping[str, str], reencode: int | None = None, quality: int = 90,
+                 as_written: Iterable[str] = ()):
+        self.pool, self.quality = PhotoPool(paths, reencode, as_written=as_written), quality
         self.ctx = self.pool.context()
 
     def __call__(self, batch: dict) -> dict:
@@ -76,9 +81,9 @@ class ApplyChains:
 
 
 def apply_chains_local(rows: Iterable[dict], paths: Mapping[str, str], reencode: int | None = None,
-                       quality: int = 90) -> Iterable[dict]:
+                       quality: int = 90, as_written: Iterable[str] = ()) -> Iterable[dict]:
     """The same work as the Ray stage in this process, one row at a time (yields results in order)."""
-    pool = PhotoPool(paths, reencode)
+    pool = PhotoPool(paths, reencode, as_written=as_written)
     ctx = pool.context()
     for row in rows:
         jpeg, error = render(pool, ctx, row["source"], row["chain"], quality)
@@ -86,13 +91,15 @@ def apply_chains_local(rows: Iterable[dict], paths: Mapping[str, str], reencode:
 
 
 def apply_chains_ray(rows: list[dict], paths: Mapping[str, str], reencode: int | None = None,
-                     quality: int = 90, actors: int = 2, batch_size: int = 8) -> Iterable[dict]:
+                     quality: int = 90, actors: int = 2, batch_size: int = 8,
+                     as_written: Iterable[str] = ()) -> Iterable[dict]:
     """The Ray Data stage over a running Ray: an actor pool of `actors`, each holding a PhotoPool.
     Yields result rows as they arrive (any order)."""
     import ray
 
     ds = ray.data.from_items(rows).map_batches(
-        ApplyChains, fn_constructor_kwargs={"paths": dict(paths), "reencode": reencode, "quality": quality},
+        ApplyChains, fn_constructor_kwargs={"paths": dict(paths), "reencode": reencode, "quality": quality,
+                                            "as_written": sorted(as_written)},
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=0.5)
     for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         for i in range(len(batch["id"])):

@@ -3,12 +3,14 @@
 A template (an app's chrome, a meme's caption style, a background many photos were pasted onto, a
 logo) puts the same keypoints, in the same layout, into many different images, and geometric
 verification happily maps those keypoints between any two of them. Such inliers say "same frame",
-not "same photo". A keypoint of an image is *explained by a frame* when it is an inlier of the
-accepted maps to `min_images` or more different images (bursty: shared far more widely than copies of
-one photo are), or to any image of an ignore bank (known app UIs, meme templates, logos). Those
-keypoints are removed from every pair of that image, and each pair's inliers, inlier ratio, coverages
-and boxes are recounted from the inliers that remain: the content. Fewer than `MIN_CONTENT_INLIERS`
-left means no map at all.
+not "same photo". A keypoint of an image is *a frame keypoint* when it is an inlier of the accepted
+maps to `min_images` or more different images (bursty: shared far more widely than copies of one
+photo are), or to any image of an ignore bank (known app UIs, meme templates, logos). The frame is
+the neighbourhood of its keypoints (within FRAME_RADIUS of the image diagonal: the other glyphs of a
+caption, the rest of a header bar, which fewer images happened to match): every inlier in it is
+removed from every pair of that image, and each pair's inliers, inlier ratio, coverages and boxes are
+recounted from the inliers that remain, the content. Fewer than `MIN_CONTENT_INLIERS` left means no
+map at all.
 
 Each evidence dict carries its inliers under INLIERS: {"query", "reference": (I,) keypoint rows,
 "query_xy", "reference_xy": (I, 2) points in each image's pixels, "query_size", "reference_size": (h, w)}.
@@ -25,6 +27,7 @@ from copyscope.matching.verification import Verification, hull_region
 
 INLIERS = "inlier_keypoints"
 BURST_IMAGES = 4
+FRAME_RADIUS = 0.04
 MIN_CONTENT_INLIERS = 4
 SIDES = ("query", "reference")
 
@@ -38,17 +41,19 @@ def inlier_record(v: Verification, query_size: tuple[int, int], reference_size: 
             "query_size": list(query_size), "reference_size": list(reference_size)}
 
 
-def frame_rows(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequence[dict], min_images: int,
-               sides: Sequence[str] = SIDES, groups: dict[Hashable, Hashable] | None = None
-               ) -> dict[Hashable, np.ndarray]:
+def frame_points(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequence[dict], min_images: int,
+                 sides: Sequence[str] = SIDES, groups: dict[Hashable, Hashable] | None = None
+                 ) -> dict[Hashable, np.ndarray]:
     """Bursty keypoints: (P,) (query image, reference image) of each pair and its evidence ->
-    {image: (R,) keypoint rows that are inliers of pairs with `min_images` or more distinct partners}.
+    {image: (R, 2) float32 points of its keypoints that are inliers of pairs with `min_images` or more
+    distinct partners}.
 
     sides: whose keypoints are counted: "query" (each query's over its candidates), or both in a collection
     matched against itself (dedup), where an image is the query of some pairs and the reference of others
     and its keypoint rows are the same either way. groups: image -> group (default: itself); partners of
     one group (near-identical copies) count once."""
     partners: dict[tuple[Hashable, int], set] = defaultdict(set)
+    where: dict[tuple[Hashable, int], list[float]] = {}
     for (q, r), e in zip(owners, evidences):
         record = e.get(INLIERS)
         if not record:
@@ -56,28 +61,41 @@ def frame_rows(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequence[
         for side, owner, other in (("query", q, r), ("reference", r, q)):
             if side in sides:
                 key = other if groups is None else groups.get(other, other)
-                for row in record[side]:
+                for row, xy in zip(record[side], record[f"{side}_xy"]):
                     partners[(owner, row)].add(key)
-    found: dict[Hashable, list[int]] = defaultdict(list)
+                    where[(owner, row)] = xy
+    found: dict[Hashable, list[list[float]]] = defaultdict(list)
     for (owner, row), seen in partners.items():
         if len(seen) >= min_images:
-            found[owner].append(row)
-    return {owner: np.asarray(sorted(rows), np.int64) for owner, rows in found.items()}
+            found[owner].append(where[(owner, row)])
+    return {owner: np.asarray(points, np.float32).reshape(-1, 2) for owner, points in found.items()}
 
 
-def discount(evidence: dict, query_rows: np.ndarray | None = None,
-             reference_rows: np.ndarray | None = None) -> dict:
-    """A pair's evidence without the inliers at these keypoint rows of either image -> recounted evidence
-    (inliers, inlier_ratio, coverages, boxes) with "frame_inliers": how many inliers were removed."""
+def inlier_points(evidences: Sequence[dict], side: str = "query") -> np.ndarray:
+    """(N, 2) float32 points of every inlier on `side` of these pairs (an image's inliers to an ignore bank)."""
+    points = [xy for e in evidences if e.get("inliers") for xy in e[INLIERS][f"{side}_xy"]]
+    return np.asarray(points, np.float32).reshape(-1, 2)
+
+
+def _near(points: np.ndarray, frame: np.ndarray | None, size: Sequence[int]) -> np.ndarray:
+    """(N,) bool: points within FRAME_RADIUS of the diagonal of an image of `size` from a frame point."""
+    if frame is None or not len(frame) or not len(points):
+        return np.zeros(len(points), bool)
+    radius = FRAME_RADIUS * float(np.hypot(*size))
+    d2 = ((points[:, None, :] - frame[None, :, :]) ** 2).sum(axis=-1)
+    return d2.min(axis=1) <= radius * radius
+
+
+def discount(evidence: dict, query_frame: np.ndarray | None = None,
+             reference_frame: np.ndarray | None = None) -> dict:
+    """A pair's evidence without the inliers near these (R, 2) frame points of either image -> recounted
+    evidence (inliers, inlier_ratio, coverages, boxes) with "frame_inliers": how many inliers were removed."""
     record = evidence.get(INLIERS)
-    if not record or (query_rows is None and reference_rows is None):
+    if not record or (query_frame is None and reference_frame is None):
         return evidence if not record else evidence | {"frame_inliers": evidence.get("frame_inliers", 0)}
-    q, r = np.asarray(record["query"], np.int64), np.asarray(record["reference"], np.int64)
-    keep = np.ones(len(q), bool)
-    if query_rows is not None:
-        keep &= ~np.isin(q, query_rows)
-    if reference_rows is not None:
-        keep &= ~np.isin(r, reference_rows)
+    keep = ~_near(np.asarray(record["query_xy"], np.float32).reshape(-1, 2), query_frame, record["query_size"])
+    keep &= ~_near(np.asarray(record["reference_xy"], np.float32).reshape(-1, 2), reference_frame,
+                   record["reference_size"])
     removed = int((~keep).sum())
     if not removed:
         return evidence | {"frame_inliers": evidence.get("frame_inliers", 0)}
@@ -108,11 +126,11 @@ def discount_frames(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequ
                     sides: Sequence[str] = SIDES, min_images: int = BURST_IMAGES,
                     ignored: dict[Hashable, np.ndarray] | None = None,
                     groups: dict[Hashable, Hashable] | None = None) -> list[dict]:
-    """Every pair's evidence with the keypoints explained by a frame removed on `sides`: bursty rows
-    (`frame_rows`) and, per image, rows `ignored` (its inliers to an ignore bank)."""
-    rows = frame_rows(owners, evidences, min_images, sides, groups)
+    """Every pair's evidence with the inliers in a frame removed on `sides`: near bursty keypoints
+    (`frame_points`) and, per image, near the (R, 2) points `ignored` (its inliers to an ignore bank)."""
+    frames = frame_points(owners, evidences, min_images, sides, groups)
     for owner, extra in (ignored or {}).items():
-        rows[owner] = np.union1d(rows.get(owner, np.empty(0, np.int64)), extra)
+        frames[owner] = np.concatenate([frames.get(owner, np.empty((0, 2), np.float32)), extra])
     query_side, reference_side = "query" in sides, "reference" in sides
-    return [discount(e, rows.get(q) if query_side else None, rows.get(r) if reference_side else None)
+    return [discount(e, frames.get(q) if query_side else None, frames.get(r) if reference_side else None)
             for (q, r), e in zip(owners, evidences)]

@@ -33,7 +33,7 @@ from copyscope.matching.reranking import (
     FEATURES, RerankOptions, directional_scores, packaged_calibration, pair_features, query_background_level,
 )
 from copyscope.matching.scoring import FittedCalibration
-from copyscope.matching.shared_frames import INLIERS, discount_frames
+from copyscope.matching.shared_frames import INLIERS, discount_frames, inlier_points
 from copyscope.pipeline.catalog import Catalog, Change, Reference
 from copyscope.pipeline.failures import Failure
 from copyscope.pipeline.files import file_stamp
@@ -436,8 +436,8 @@ class CopyIndex:
 
     def _ignored_keypoints(self, views: QueryViews, local: dict[str, LocalFeatures], ignore: CopyIndex, runner,
                            rerank: RerankOptions) -> dict[str, np.ndarray]:
-        """{query: (R,) rows of its keypoints that are inliers to one of its IGNORE_CANDIDATES nearest images
-        of the `ignore` index}."""
+        """{query: (R, 2) points of its keypoints that are inliers to one of its IGNORE_CANDIDATES nearest
+        images of the `ignore` index}."""
         index = ignore.search_index()
         if index is None or not len(index):
             return {}
@@ -445,11 +445,10 @@ class CopyIndex:
         pairs = {q: [int(i) for i in row if i >= 0] for q, row in zip(views.ids, ids) if q in local}
         found = verify_through(runner, pairs, local, ignore.directory / CATALOG, ignore.manifest["local"],
                                rerank.geometry)
-        rows: dict[str, set[int]] = {}
+        by_query: dict[str, list[dict]] = {}
         for (q, _), e in found.items():
-            if e.get("inliers"):
-                rows.setdefault(q, set()).update(e[INLIERS]["query"])
-        return {q: np.asarray(sorted(r), np.int64) for q, r in rows.items()}
+            by_query.setdefault(q, []).append(e)
+        return {q: inlier_points(evidences) for q, evidences in by_query.items()}
 
     def _verify(self, views: QueryViews, cands, chosen: np.ndarray, local: dict[str, LocalFeatures], runner,
                 rerank: RerankOptions, progress) -> dict[tuple[str, int], dict]:

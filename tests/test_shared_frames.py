@@ -1,14 +1,22 @@
 import numpy as np
 import pytest
 
-from copyscope.matching.shared_frames import INLIERS, MIN_CONTENT_INLIERS, discount, discount_frames, frame_rows
+from copyscope.matching.shared_frames import INLIERS, MIN_CONTENT_INLIERS, discount, discount_frames, frame_points
+
+
+def point(row: int) -> list[float]:
+    """Where keypoint `row` lies in a 100 x 100 image: rows < 100 in a header band, the others on a grid below."""
+    if row < 100:
+        return [row * 3.0, 5.0]
+    return [10.0 + (row - 100) % 8 * 10, 40.0 + (row - 100) // 8 * 10]
 
 
 def evidence(query_rows, reference_rows=None, size=(100, 100), matches=50):
-    """Evidence of a pair whose inliers are these query keypoint rows, at points spread by row."""
+    """Evidence of a pair whose inliers are these keypoint rows (the same rows, at the same points, in both
+    images unless reference rows are given)."""
     q = list(query_rows)
     r = list(reference_rows if reference_rows is not None else query_rows)
-    xy = [[(row * 7) % 97 + 1.0, (row * 13) % 89 + 1.0] for row in q]
+    xy = [point(row) for row in q]
     return {"inliers": len(q), "matches": matches, "inlier_ratio": len(q) / matches, "query_coverage": 0.5,
             "reference_coverage": 0.5, INLIERS: {"query": q, "reference": r, "query_xy": xy, "reference_xy": xy,
                                                   "query_size": list(size), "reference_size": list(size)}}
@@ -21,8 +29,8 @@ def test_keypoints_shared_with_many_images_are_a_frame():
     # a query in an app frame: its frame keypoints map to five templated references, its photo to one
     owners = [("q", f"t{i}") for i in range(5)] + [("q", "copy")]
     evidences = [evidence(FRAME) for _ in range(5)] + [evidence(list(FRAME) + list(PHOTO))]
-    rows = frame_rows(owners, evidences, min_images=4, sides=("query",))
-    np.testing.assert_array_equal(rows["q"], np.arange(30))
+    frames = frame_points(owners, evidences, min_images=4, sides=("query",))
+    np.testing.assert_array_equal(frames["q"], [point(row) for row in FRAME])
     out = discount_frames(owners, evidences, sides=("query",), min_images=4)
     assert [e["inliers"] for e in out[:5]] == [0] * 5
     assert out[5]["inliers"] == 40 and out[5]["frame_inliers"] == 30
@@ -46,7 +54,8 @@ def test_copies_of_one_photo_are_not_a_frame():
 
 def test_ignored_keypoints_and_too_few_left():
     e = evidence(list(FRAME) + [100, 101, 102])
-    out = discount_frames([("q", "r")], [e], sides=("query",), ignored={"q": np.arange(30)})[0]
+    ignored = {"q": np.asarray([point(row) for row in range(0, 30, 2)], np.float32)}  # near every frame point
+    out = discount_frames([("q", "r")], [e], sides=("query",), ignored=ignored)[0]
     assert out["inliers"] == 0 and len(PHOTO) > MIN_CONTENT_INLIERS  # 3 left are fewer than a map needs
     assert out["frame_inliers"] == 30  # the 3 left are too few for a map, but not a frame
     untouched = discount(e)

@@ -3,7 +3,8 @@
 Each row acts on one non-keeper. Re-running a plan after an interruption finishes it: a row already
 carried out is recognised (moved: source gone and target present; hardlinked: same inode as the
 keeper; deleted: gone) and counted as such. A file whose size or mtime changed since planning is
-never touched; neither is a keeper that changed.
+never touched; neither is a keeper that changed. A "review" row (a copy reached through a link below
+the act threshold) is listed for a person to look at and never acted on.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.files import file_stamp
 
 ACTIONS = ("report", "move", "hardlink", "delete")
+REVIEW = "review"  # the action of a plan row that no action may touch
 REFERENCE_PREFIX = "index:"
 
 
 @dataclass(frozen=True)
 class PlanRow:
-    """action on `path` (relative to the folder), a copy of `keeper` (relative, or REFERENCE_PREFIX + id);
+    """action (one of ACTIONS, or REVIEW: not acted on) on `path` (relative to the folder), a copy of
+    `keeper` (relative, or REFERENCE_PREFIX + id);
     target: where a move puts it (absolute); stamp / keeper_stamp: "size:mtime_ns" when planned."""
 
     action: str
@@ -55,8 +58,9 @@ def read_plan(path: str | os.PathLike) -> list[PlanRow]:
 
 def execute_plan(root: str | os.PathLike, rows: list[PlanRow], *, yes: bool = False,
                  on_row: Callable[[int], None] | None = None, progress: bool = False) -> list[str]:
-    """Carry out every row under `root` -> (R,) outcomes: "done", "already done" or "skipped: <why>" /
-    "failed: <why>". delete needs yes=True. on_row(i) runs after row i (a crash hook for tests)."""
+    """Carry out every row under `root` -> (R,) outcomes: "done", "already done", "review: not acted on"
+    or "skipped: <why>" / "failed: <why>". delete needs yes=True. on_row(i) runs after row i (a crash
+    hook for tests)."""
     if any(r.action == "delete" for r in rows) and not yes:
         raise UserError("delete removes files for good: pass --yes to confirm")
     outcomes = []
@@ -74,6 +78,8 @@ def _execute(root: Path, row: PlanRow) -> str:
     path = root / row.path
     if row.action == "report":
         return "skipped: report only"
+    if row.action == REVIEW:
+        return "review: not acted on"
     if row.action == "move":
         return _move(path, Path(row.target), row.stamp)
     if row.action == "delete":
@@ -84,7 +90,7 @@ def _execute(root: Path, row: PlanRow) -> str:
         if row.keeper.startswith(REFERENCE_PREFIX):
             return "skipped: keeper is in the reference index"
         return _hardlink(path, root / row.keeper, row.stamp, row.keeper_stamp)
-    raise ValueError(f"unknown action {row.action!r} in plan; known: {', '.join(ACTIONS)}")
+    raise ValueError(f"unknown action {row.action!r} in plan; known: {', '.join(ACTIONS + (REVIEW,))}")
 
 
 def _unchanged(path: Path, stamp: str) -> str:

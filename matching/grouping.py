@@ -6,6 +6,9 @@ centre: centres are picked greedily in keeper order as a maximal independent set
 (a file becomes a centre unless an edge joins it to an earlier centre), and every other file with
 edges joins the best-ranked centre it has an edge to. Two files of a group are therefore always
 at most two verified links apart, through their keeper, and the keeper ranks first in its group.
+
+Groups are built from the links worth a review; `safe_members` tells which members may be acted on:
+those whose every link on the way to the keeper is exact or scores at least the act threshold.
 """
 
 from __future__ import annotations
@@ -105,3 +108,30 @@ class Group:
 
     members: list[str]
     links: list[Link]
+
+
+def link_is_safe(link: Link, act_threshold: float) -> bool:
+    """An exact link (identical pixels), or a near link whose score is >= act_threshold."""
+    return link.kind == "exact" or link.score >= act_threshold
+
+
+def safe_members(group: Group, act_threshold: float) -> list[bool]:
+    """(M,) per member, keeper first (always True): every link on its path to the keeper is safe.
+
+    A member's path follows its link to `linked_to`, then that member's link, up to the keeper (an
+    exact copy of a near copy is only as safe as the near link).
+    """
+    link_of = {link.path: link for link in group.links}
+    keeper = group.members[0]
+
+    def safe(path: str) -> bool:
+        for _ in range(len(group.members)):
+            if path == keeper:
+                return True
+            link = link_of[path]
+            if not link_is_safe(link, act_threshold):
+                return False
+            path = link.linked_to
+        raise ValueError(f"the links of {path!r} do not lead to the keeper {keeper!r}")
+
+    return [safe(m) for m in group.members]

@@ -3,6 +3,7 @@ import os
 import pytest
 
 from copyscope.jobs.dedup_actions import PlanRow, execute_plan, read_plan, write_plan
+from copyscope.matching.grouping import Group, Link, link_is_safe, safe_members
 from copyscope.pipeline.files import file_stamp
 
 
@@ -111,3 +112,24 @@ def test_hardlink_skips_when_keeper_changed(tmp_path):
     (root / "keeper.jpg").write_bytes(b"new keeper")
     assert set(execute_plan(root, rows)) == {"skipped: keeper changed since planning"}
     assert (root / copies[0]).read_bytes() == bytes([0]) * 10
+
+
+def test_review_rows_are_never_acted_on(tmp_path):
+    root = tmp_path / "in"
+    copies = make_folder(root)
+    rows = plan(root, copies[:2], "delete") + plan(root, copies[2:], "review")
+    assert execute_plan(root, rows, yes=True) == ["done", "done", "review: not acted on", "review: not acted on"]
+    assert not (root / copies[0]).exists() and (root / copies[2]).exists() and (root / copies[3]).exists()
+    write_plan(tmp_path / "plan.csv", rows)
+    assert [r.action for r in read_plan(tmp_path / "plan.csv")] == ["delete", "delete", "review", "review"]
+
+
+def test_a_copy_is_safe_only_when_every_link_to_its_keeper_is():
+    # K keeper; A near 0.95 (act); B near 0.7 (review); A2 exact copy of A; B2 exact copy of B; K2 exact copy of K
+    group = Group(["K", "A", "A2", "B", "B2", "K2"],
+                  [Link("A", "K", 0.95, "near"), Link("A2", "A", 1.0, "exact"), Link("B", "K", 0.7, "near"),
+                   Link("B2", "B", 1.0, "exact"), Link("K2", "K", 1.0, "exact")])
+    assert safe_members(group, 0.9) == [True, True, True, False, False, True]
+    assert safe_members(group, 0.7) == [True] * 6  # a score equal to the threshold is enough
+    assert safe_members(group, 1.0) == [True, False, False, False, False, True]  # exact links always count
+    assert link_is_safe(Link("x", "y", 0.0, "exact"), 1.0) and not link_is_safe(Link("x", "y", 0.89, "near"), 0.9)

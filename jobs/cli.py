@@ -13,7 +13,7 @@ from copyscope.jobs.device import actor_device, resolve_device
 from copyscope.jobs.examples import attach_examples
 from copyscope.matching.index import INDEX_TYPES, IndexParams
 from copyscope.matching.local_features import LOCAL_METHODS, LocalSpec
-from copyscope.jobs.dedup import DEFAULT_THRESHOLD, MIN_INLIERS
+from copyscope.jobs.dedup import DEFAULT_ACT_THRESHOLD, DEFAULT_REVIEW_THRESHOLD, MIN_INLIERS
 from copyscope.jobs.dedup_actions import ACTIONS
 from copyscope.matching.grouping import KEEP_RULES
 from copyscope.pipeline.embedding import EmbedSettings
@@ -114,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default=None, help="also dedup against this reference index (references are kept)")
     p.add_argument("--keep", default="largest", choices=KEEP_RULES, help="which file of a group is kept")
     p.add_argument("--action", default="report", choices=ACTIONS, help="report (default) touches nothing")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="least copy probability of a link")
+    p.add_argument("--act-threshold", type=float, default=DEFAULT_ACT_THRESHOLD,
+                   help="least copy probability of every link between a copy and its keeper for --action to touch it")
+    p.add_argument("--review-threshold", "--threshold", dest="review_threshold", type=float,
+                   default=DEFAULT_REVIEW_THRESHOLD, help="least copy probability of a link: grouped, listed for "
+                   "review in plan.csv (--threshold: the same)")
     p.add_argument("--min-inliers", type=int, default=MIN_INLIERS, help="least inliers of a link's geometric map")
     p.add_argument("--k", type=int, default=16, help="neighbours searched per image")
     p.add_argument("--index-type", default="flat", choices=INDEX_TYPES, help="index of the kNN self-join")
@@ -212,11 +216,12 @@ def run_dedup(args) -> dict:
     from copyscope.jobs.dedup import DedupOptions, dedup_folder
     from copyscope.pipeline.index_files import read_manifest
 
+    options = DedupOptions(keep=args.keep, action=args.action, review_threshold=args.review_threshold,
+                           act_threshold=args.act_threshold, min_inliers=args.min_inliers, k=args.k,
+                           index_type=args.index_type, move_to=args.move_to, yes=args.yes)
     model = args.model or (read_manifest(args.index)["model"]["name"] if args.index else "sscd")
     device = _device(args, model)
     spec = ModelSpec(args.model, args.weights) if args.model else None
-    options = DedupOptions(keep=args.keep, action=args.action, threshold=args.threshold, min_inliers=args.min_inliers,
-                           k=args.k, index_type=args.index_type, move_to=args.move_to, yes=args.yes)
     summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index,
                            settings=_settings(args, device), local=_local_spec(args),
                            calibration=_read_calibration(args.calibration),

@@ -5,8 +5,9 @@ OUT_DIR/
   index/           the folder's own index (jobs.index: incremental and resumable), with pixel digests
   groups.json      [[keeper, copy, ...], ...]: paths relative to the folder, references as "index:<id>"
   pairs.csv        a,b,score,verified,kind,global,inliers,coverage: exact pairs (to their keeper) and every candidate
-                   pair (verified: min_inliers inliers and score >= threshold, the pair links two files)
-  plan.csv         one row per copy: what the action does to it (jobs.dedup_actions.PlanRow)
+                   pair (verified: min_inliers inliers and score >= review threshold, the pair links two files)
+  plan.csv         one row per copy: what the action does to it (jobs.dedup_actions.PlanRow); "review" for a
+                   copy reached through a link below the act threshold, which no action touches
   plan.state.json  the plan being carried out: action, folder, status ("pending" until every row ran)
   actions.csv      path,action,outcome of the last executed plan
   report.html      groups as thumbnails with the evidence of each link (drawings in links/)
@@ -28,9 +29,11 @@ from typing import Callable
 import numpy as np
 
 from copyscope.descriptors.errors import UserError
-from copyscope.jobs.dedup_actions import ACTIONS, REFERENCE_PREFIX, PlanRow, execute_plan, read_plan, write_plan
+from copyscope.jobs.dedup_actions import (ACTIONS, REFERENCE_PREFIX, REVIEW, PlanRow, execute_plan, read_plan,
+                                          write_plan)
 from copyscope.jobs.index import index_folder
-from copyscope.matching.grouping import FileInfo, Group, Link, exact_clusters, keeper_ranks, star_groups
+from copyscope.matching.grouping import (FileInfo, Group, Link, exact_clusters, keeper_ranks, safe_members,
+                                         star_groups)
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.local_features import LocalSpec
 from copyscope.matching.pairs import Pairs, Scored, knn_pairs, score_pairs
@@ -50,25 +53,31 @@ from copyscope.pipeline.reports.dedup_report import write_report
 from copyscope.pipeline.verify_stage import verify_catalog_pairs, verify_stored
 
 # A pair links two files when its geometric map has MIN_INLIERS inliers and its copy probability is
-# at least DEFAULT_THRESHOLD. Chosen on planted copies and near misses from ../shared/photos
+# at least DEFAULT_REVIEW_THRESHOLD. Chosen on planted copies and near misses from ../shared/photos
 # (benchmarks/dedup_bench.py, seed 0): copies of different photos that share a screenshot frame or
 # caption style reach up to 13 inliers at low scores; 12 inliers and 0.5 gave no false link there.
-DEFAULT_THRESHOLD = 0.5
+# An action touches a copy only through links of probability >= DEFAULT_ACT_THRESHOLD (a calibrated
+# score: about 1 wrong link in 10 at worst); links in between are grouped and listed for review.
+DEFAULT_REVIEW_THRESHOLD = 0.5
+DEFAULT_ACT_THRESHOLD = 0.9
 MIN_INLIERS = 12
 
 
 @dataclass(frozen=True)
 class DedupOptions:
     """keep: keeper rule (grouping.KEEP_RULES). action: report, move, hardlink or delete (needs yes).
-    threshold: least copy probability of a near-copy link, min_inliers: least inliers of its geometric
-    map. k: neighbours searched per image, in an index of `index_type` (matching.index.INDEX_TYPES:
-    flat is exact, hnsw / ivfpq trade recall for speed on millions of images);
-    floor: least global similarity of a candidate pair worth verifying. move_to: where move puts
+    review_threshold: least copy probability of a near-copy link (groups, pairs.csv's verified);
+    act_threshold: least probability of every link between a copy and its keeper for the action to
+    touch the copy (below it the plan row is "review"); 0 <= review <= act <= 1. min_inliers: least
+    inliers of a link's geometric map. k: neighbours searched per image, in an index of `index_type`
+    (matching.index.INDEX_TYPES: flat is exact, hnsw / ivfpq trade recall for speed on millions of
+    images); floor: least global similarity of a candidate pair worth verifying. move_to: where move puts
     copies (default OUT_DIR/moved). report_groups: groups drawn in report.html."""
 
     keep: str = "largest"
     action: str = "report"
-    threshold: float = DEFAULT_THRESHOLD
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD
+    act_threshold: float = DEFAULT_ACT_THRESHOLD
     min_inliers: int = MIN_INLIERS
     k: int = 16
     index_type: str = "flat"
@@ -82,6 +91,14 @@ class DedupOptions:
             raise UserError(f"unknown action {self.action!r}; known: {', '.join(ACTIONS)}")
         if self.action == "delete" and not self.yes:
             raise UserError("delete removes files for good: pass --yes to confirm")
+        if not 0.0 <= self.review_threshold <= self.act_threshold <= 1.0:
+            raise UserError(f"thresholds must satisfy 0 <= review ({self.review_threshold}) <= act "
+                            f"({self.act_threshold}) <= 1: a link safe to act on is also worth a review")
+
+    @property
+    def threshold(self) -> float:
+        """The least probability of a link: the review threshold."""
+        return self.review_threshold
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,8 @@ class DedupSummary:
     bytes_reclaimable: int
     candidate_pairs: int
     action: str
+    to_act: int = 0  # plan rows the action applies to
+    to_review: int = 0  # plan rows reached through a link below the act threshold: never acted on
     outcomes: dict = field(default_factory=dict)
     resumed: bool = False
     seconds: float = 0.0
@@ -153,12 +172,13 @@ def dedup_folder(
     summary = DedupSummary(
         files=files, failed=failed, groups=len(groups), duplicates=len(rows),
         exact_duplicates=sum(1 for g in groups for link in g.links if link.kind == "exact"),
-        bytes_reclaimable=sum(r.bytes for r in rows), candidate_pairs=sum(1 for r in pairs_rows if r[4] == "near"),
-        action=options.action)
+        bytes_reclaimable=sum(r.bytes for r in rows if r.action != REVIEW),
+        candidate_pairs=sum(1 for r in pairs_rows if r[4] == "near"), action=options.action,
+        to_act=sum(1 for r in rows if r.action != REVIEW), to_review=sum(1 for r in rows if r.action == REVIEW))
     _write_json(out / "summary.json", asdict(summary))
     counts = {k: v for k, v in asdict(summary).items() if k not in ("outcomes", "resumed", "seconds")}
-    write_report(out / "report.html", folder, groups, counts, verify=verify, max_groups=options.report_groups, reference_prefix=REFERENCE_PREFIX,
-                 progress=progress)
+    write_report(out / "report.html", folder, groups, counts, verify=verify, max_groups=options.report_groups,
+                 reference_prefix=REFERENCE_PREFIX, act_threshold=options.act_threshold, progress=progress)
     outcomes = {}
     if options.action != "report":
         _write_json(out / "plan.state.json", {"action": options.action, "folder": root, "status": "pending"})
@@ -309,8 +329,8 @@ def _groups(table: _Table, infos: _Infos, rep_of: np.ndarray, reps: np.ndarray, 
     """Star groups over the near-copy edges between exact-cluster representatives (and references),
     each representative expanded to its exact cluster."""
     n = len(table.ids)
-    own_edge = own.edges(options.threshold, options.min_inliers)
-    ref_edge = ref.edges(options.threshold, options.min_inliers)
+    own_edge = own.edges(options.review_threshold, options.min_inliers)
+    ref_edge = ref.edges(options.review_threshold, options.min_inliers)
     ref_nodes = np.unique(ref.pairs.b[ref_edge])
     # nodes: folder rows 0..n-1, then the references with an edge
     a = np.concatenate([own.pairs.a[own_edge], ref.pairs.a[ref_edge]])
@@ -353,7 +373,8 @@ def _groups(table: _Table, infos: _Infos, rep_of: np.ndarray, reps: np.ndarray, 
 
 
 def _plan_rows(folder, out: Path, groups: list[Group], options: DedupOptions) -> list[PlanRow]:
-    """One row per copy in a group (references are never acted on)."""
+    """One row per copy in a group (references are never acted on); "review" where a link on the copy's
+    path to its keeper is below the act threshold."""
     root = Path(folder).resolve()
     target = Path(options.move_to).resolve() if options.move_to else (out / "moved").resolve()
     if options.action == "move" and (target == root or root in target.parents):
@@ -362,10 +383,11 @@ def _plan_rows(folder, out: Path, groups: list[Group], options: DedupOptions) ->
     for g in groups:
         keeper = g.members[0]
         keeper_path = None if keeper.startswith(REFERENCE_PREFIX) else root / keeper
-        for p in g.members[1:]:
+        for p, safe in zip(g.members[1:], safe_members(g, options.act_threshold)[1:]):
             st = os.stat(root / p)
             shared = keeper_path is not None and os.path.samefile(root / p, keeper_path)
-            rows.append(PlanRow(options.action, p, keeper, str(target / p) if options.action == "move" else "",
+            action = options.action if safe else REVIEW
+            rows.append(PlanRow(action, p, keeper, str(target / p) if action == "move" else "",
                                 0 if shared else st.st_size, file_stamp(str(root / p)),
                                 file_stamp(str(keeper_path)) if keeper_path else ""))
     return rows

@@ -34,7 +34,8 @@ examples:
     "dedup": """\
 examples:
   copyscope dedup photos/ --out dedup/               # report only: dedup/groups.json, plan.csv, report.html
-  copyscope dedup photos/ --out dedup/ --action move --move-to dupes/   # move every copy, keep the largest""",
+  copyscope dedup photos/ --out dedup/ --action move --move-to dupes/   # move copies linked at >= 0.9, keep the largest
+  copyscope dedup photos/ --out dedup/ --act-threshold 0.99 --review-threshold 0.3   # act on fewer, review more""",
     "benchmark": """\
 examples:
   copyscope benchmark make ../shared/photos --out bench/ --n-references 200 --n-queries 200""",

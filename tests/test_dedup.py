@@ -1,5 +1,7 @@
 import csv
+import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -10,10 +12,14 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from copyscope.descriptors.errors import UserError
 from copyscope.jobs.cli import main
 from copyscope.jobs.dedup import DedupOptions, dedup_folder
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.jobs.index import index_folder
+from copyscope.matching.local_features import LocalSpec
+from copyscope.matching.reranking import packaged_calibration
+from copyscope.matching.scoring import Calibration
 from copyscope.pipeline.model_spec import ModelSpec
 
 
@@ -94,6 +100,7 @@ def test_planted_groups_found_and_near_misses_kept_apart(planted):
     assert "sub/astronaut_again.bmp" in by_first  # largest: most pixels, then most bytes (BMP > PNG)
     assert "coffee.jpg" in by_first  # the full-size original, not the half-size copy
     assert summary.groups == 2 and summary.duplicates == 5 and summary.exact_duplicates == 1
+    assert (summary.to_act, summary.to_review) == (5, 0)
     assert summary.files == 14 and summary.failed == 2
     sizes = {p: os.path.getsize(folder / p) for g in groups for p in g[1:]}
     assert summary.bytes_reclaimable == sum(sizes.values())
@@ -108,7 +115,7 @@ def test_pairs_and_plan_describe_the_links(planted):
     assert frozenset(("hubble_left.jpg", "hubble_right.jpg")) not in linked  # same subject, no copy
     assert all(any({p["a"], p["b"]} <= g for g in truth) for p in pairs if p["verified"] == "True")
     plan = read_csv(out / "plan.csv")
-    assert {r["action"] for r in plan} == {"report"}
+    assert {r["action"] for r in plan} == {"report"}  # every link scores >= the act threshold 0.9
     assert sorted(r["path"] for r in plan) == sorted(p for g in truth for p in g
                                                      if p not in ("sub/astronaut_again.bmp", "coffee.jpg"))
 
@@ -203,3 +210,58 @@ def test_empty_folder_gives_typed_empty_outputs(tmp_path, ray_local):
     assert (summary.files, summary.groups, summary.duplicates) == (0, 0, 0)
     assert json.loads((tmp_path / "out" / "groups.json").read_text()) == []
     assert read_csv(tmp_path / "out" / "plan.csv") == [] and read_csv(tmp_path / "out" / "pairs.csv") == []
+
+
+def constant_calibration(path: Path, probability: float) -> Path:
+    """A calibration file for SPEC that gives every verified pair the same copy probability."""
+    fitted = packaged_calibration(SPEC.name, LocalSpec().to_dict())
+    weights = (0.0,) * len(fitted.calibration.weights)
+    fitted = dataclasses.replace(fitted, calibration=Calibration(weights, math.log(probability / (1 - probability))))
+    path.write_text(json.dumps(fitted.to_dict()))
+    return path
+
+
+def cli_dedup(folder, out, *args):
+    return main(["dedup", str(folder), "--out", str(out), "--model", SPEC.name, "--device", "cpu", "--num-actors", "1",
+                 "--threads", "1", "--quiet", *map(str, args)])
+
+
+def test_links_below_the_act_threshold_are_grouped_but_never_acted_on(planted, tmp_path, capsys):
+    source, _, truth, _ = planted
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    shutil.copytree(source, folder)
+    calibration = constant_calibration(tmp_path / "calibration.json", 0.7)  # every near link scores 0.7
+    # act threshold 0.6: every link may be acted on (here: reported)
+    assert cli_dedup(folder, out, "--calibration", calibration, "--act-threshold", 0.6, "--threshold", 0.5) == 0
+    assert {r["action"] for r in read_csv(out / "plan.csv")} == {"report"}
+    assert json.loads((out / "summary.json").read_text())["to_act"] == 5
+    before = files_under(folder)
+    # act threshold 0.9 (default), review 0.5: the near links are for review, the exact copy is deleted
+    assert cli_dedup(folder, out, "--calibration", calibration, "--review-threshold", 0.5, "--action", "delete",
+                     "--yes") == 0
+    groups = json.loads((out / "groups.json").read_text())
+    assert sorted(map(set, groups), key=min) == sorted(truth, key=min)  # review links still group
+    plan = {r["path"]: r["action"] for r in read_csv(out / "plan.csv")}
+    assert plan == {"astronaut.png": "delete", "sub/deeper/astronaut_crop.jpg": "review",
+                    "astronaut_caption.jpg": "review", "coffee_grey.jpg": "review", "sub/coffee_small.webp": "review"}
+    outcomes = {r["path"]: r["outcome"] for r in read_csv(out / "actions.csv")}
+    assert outcomes["astronaut.png"] == "done" and outcomes["coffee_grey.jpg"] == "review: not acted on"
+    after = files_under(folder)
+    assert set(before) - set(after) == {"astronaut.png"}
+    assert all(after[p] == before[p] for p in after)  # the review copies are untouched
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["to_act"], summary["to_review"], summary["duplicates"]) == (1, 4, 5)
+    assert summary["outcomes"] == {"done": 1, "review: not acted on": 4}
+    assert summary["bytes_reclaimable"] == len(before["astronaut.png"])  # review copies free nothing
+    page = (out / "report.html").read_text()
+    assert page.count('<figure class="review">') == 4 and page.count('<span class="review">review</span> ') == 4
+    assert page.count('<span class="act">act</span> astronaut.png') == 1
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("review, act", [(0.95, 0.9), (-0.1, 0.9), (0.5, 1.5), (math.nan, 0.9)])
+def test_bad_thresholds_are_a_user_error(review, act, tmp_path, capsys):
+    with pytest.raises(UserError, match="0 <= review"):
+        DedupOptions(review_threshold=review, act_threshold=act)
+    assert cli_dedup(tmp_path, tmp_path / "out", "--review-threshold", review, "--act-threshold", act) == 1
+    assert "0 <= review" in capsys.readouterr().err and not (tmp_path / "out").exists()

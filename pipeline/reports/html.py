@@ -24,6 +24,9 @@ section{border-top:1px solid #ccc;padding:8px 0}
 figure{display:inline-block;margin:4px;width:168px;text-align:center;vertical-align:top}
 figure img{max-width:160px;max-height:160px}
 figure.keeper img{outline:4px solid #2a2}
+figure.review img{outline:4px dashed #e80}
+span.review{color:#fff;background:#d60;padding:0 4px;border-radius:3px;font-weight:bold}
+span.act{color:#fff;background:#2a2;padding:0 4px;border-radius:3px}
 figcaption{font-size:12px;word-break:break-all}
 .links img{max-width:640px;display:block;margin:4px 0}
 .missing{width:160px;height:120px;margin:auto;background:#eee;color:#888;display:flex;

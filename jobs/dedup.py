@@ -39,11 +39,12 @@ from copyscope.matching.local_features import LocalSpec
 from copyscope.matching.pairs import Pairs, Scored, knn_pairs, score_pairs
 from copyscope.matching.reranking import FEATURES, RerankOptions, packaged_calibration
 from copyscope.matching.scoring import FittedCalibration
+from copyscope.matching.shared_frames import discount_frames, inlier_points
 from copyscope.matching.verification import Verification
 from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.decode import DecodeError, image_size
 from copyscope.pipeline.embedding import EmbedSettings
-from copyscope.pipeline.engine import CopyIndex
+from copyscope.pipeline.engine import IGNORE_CANDIDATES, CopyIndex
 from copyscope.pipeline.failures import read_failures_csv, write_failures_csv
 from copyscope.pipeline.files import file_stamp, list_images, relative_path
 from copyscope.pipeline.index_files import CATALOG
@@ -137,6 +138,7 @@ def dedup_folder(
     *,
     options: DedupOptions = DedupOptions(),
     index_dir: str | os.PathLike | None = None,
+    ignore_dir: str | os.PathLike | None = None,
     settings: EmbedSettings = EmbedSettings(),
     local: LocalSpec = LocalSpec(),
     calibration: FittedCalibration | None = None,
@@ -147,7 +149,8 @@ def dedup_folder(
 ) -> DedupSummary:
     """Dedup `folder` into `out_dir` (see the module doc), then carry out `options.action`.
 
-    spec: the model (default sscd; with index_dir, the reference index's model). A plan left pending
+    spec: the model (default sscd; with index_dir, the reference index's model). ignore_dir: an index of
+    known frames (app UIs, meme templates, logos) whose inliers do not link two files. A plan left pending
     by an interrupted run is finished first, without analysing again. on_row: crash hook for tests.
     """
     start = time.perf_counter()
@@ -164,7 +167,7 @@ def dedup_folder(
     n_files = len(list_images(folder).entries)
     with choose_runner(n_files, settings, ray_address, use_ray) as runner:
         groups, pairs_rows, failed, files, verify = _analyse(folder, out, spec, options, index_dir, settings, local,
-                                                            calibration, runner, progress, use_ray)
+                                                            calibration, runner, progress, use_ray, ignore_dir)
     rows = _plan_rows(folder, out, groups, options)
     _write_groups(out / "groups.json", groups)
     _write_pairs(out / "pairs.csv", pairs_rows)
@@ -207,9 +210,11 @@ def _act(folder, out: Path, options: DedupOptions, on_row, progress: bool) -> di
 
 def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, index_dir, settings: EmbedSettings,
              local: LocalSpec, calibration: FittedCalibration | None, runner, progress: bool,
-             use_ray: bool | None) -> tuple[list[Group], list[tuple], int, int, Callable[[str, str], Verification]]:
+             use_ray: bool | None, ignore_dir=None
+             ) -> tuple[list[Group], list[tuple], int, int, Callable[[str, str], Verification]]:
     """Index the folder, find exact and near pairs, group them -> groups, pairs.csv rows, failed, files,
-    and a verifier of two folder paths from their stored local features (for drawing the links)."""
+    and a verifier of two folder paths from their stored local features (for drawing the links).
+    Inliers that a shared frame explains (matching.shared_frames) do not link two files."""
     reference = CopyIndex.open(index_dir) if index_dir is not None else None
     spec, local = _model_of(spec, local, reference, index_dir)
     fitted = _calibration_of(spec, local, reference, calibration)  # before any image is embedded
@@ -235,19 +240,23 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
                                  progress=progress)
     level = np.zeros(len(table.ids), np.float32)
     level[reps] = rep_level
+    ignored = _ignored_points(table, reps, own, ignore_dir, runner, local) if ignore_dir is not None else {}
     near = Pairs(reps[found.a], reps[found.b], found.global_score)
-    near = score_pairs(near, verify_catalog_pairs(runner, own.catalog, table.catalog_ids[near.a],
-                                                  table.catalog_ids[near.b], own_dir / CATALOG, local.to_dict()),
-                       np.maximum(level[near.a], level[near.b]), calibration)
+    evidence = verify_catalog_pairs(runner, own.catalog, table.catalog_ids[near.a], table.catalog_ids[near.b],
+                                    own_dir / CATALOG, local.to_dict())
+    evidence = discount_frames(list(zip(near.a.tolist(), near.b.tolist())), evidence, ignored=ignored)
+    near = score_pairs(near, evidence, np.maximum(level[near.a], level[near.b]), calibration)
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
     if reference is not None:
         found, _ = knn_pairs(table.vectors[reps], reference.search_index(), options.k, options.floor,
                              self_join=False)
         found = Pairs(reps[found.a], found.b, found.global_score)
-        ref = score_pairs(found, verify_catalog_pairs(runner, own.catalog, table.catalog_ids[found.a], found.b,
-                                                      Path(index_dir) / CATALOG, local.to_dict()), level[found.a],
-                           calibration)
+        evidence = verify_catalog_pairs(runner, own.catalog, table.catalog_ids[found.a], found.b,
+                                        Path(index_dir) / CATALOG, local.to_dict())
+        evidence = discount_frames(list(zip(found.a.tolist(), found.b.tolist())), evidence, sides=("query",),
+                                   ignored=ignored)
+        ref = score_pairs(found, evidence, level[found.a], calibration)
         ref_paths = {i: REFERENCE_PREFIX + name for i, name in reference.names().items()}
     groups = _groups(table, infos, rep_of, reps, near, ref, ref_paths, options)
     pair_rows = [(link.path, link.linked_to, 1.0, True, "exact", 1.0, 0, 1.0) for g in groups for link in g.links
@@ -261,6 +270,21 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     ids_of = dict(zip(table.paths, table.catalog_ids.tolist()))
     verifier = _stored_verifier(own.catalog, ids_of, local)
     return groups, pair_rows, len(failures), len(table.ids) + len(failures), verifier
+
+
+def _ignored_points(table: _Table, reps: np.ndarray, own: CopyIndex, ignore_dir, runner,
+                    local: LocalSpec) -> dict[int, np.ndarray]:
+    """{table row: (R, 2) points of its keypoints that are inliers to one of its IGNORE_CANDIDATES nearest
+    images of the ignore index}: a known frame, whose keypoints link nothing."""
+    ignore = CopyIndex.open(ignore_dir)
+    own.check_ignore(ignore)
+    found, _ = knn_pairs(table.vectors[reps], ignore.search_index(), IGNORE_CANDIDATES, -1.0, self_join=False)
+    evidence = verify_catalog_pairs(runner, own.catalog, table.catalog_ids[reps[found.a]], found.b,
+                                    Path(ignore_dir) / CATALOG, local.to_dict())
+    by_row: dict[int, list[dict]] = {}
+    for a, e in zip(reps[found.a].tolist(), evidence):
+        by_row.setdefault(a, []).append(e)
+    return {row: inlier_points(evidences) for row, evidences in by_row.items()}
 
 
 def _stored_verifier(catalog, ids: dict[str, int], spec: LocalSpec) -> Callable[[str, str], Verification]:
@@ -279,7 +303,7 @@ def _calibration_of(spec: ModelSpec, local: LocalSpec, reference: CopyIndex | No
     if fitted is None:
         raise UserError(f"no calibration for model {spec.name!r} with these local features: fit one with "
                         "benchmarks/fit_calibration.py and pass it with --calibration")
-    fitted.check(spec.name, local.to_dict(), RerankOptions().score_norm, FEATURES)
+    fitted.check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES)
     return fitted
 
 

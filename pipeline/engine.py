@@ -340,15 +340,16 @@ class CopyIndex:
         boxes = np.stack([b for _, b, _ in flat]) if flat else np.empty((0, 4), np.int32)
         return EmbeddedQueries(QueryViews(names, view_query, boxes, vectors, whole), features, failures)
 
-    def check_background(self, background: CopyIndex) -> None:
+    def check_background(self, background: CopyIndex, role: str = "background") -> None:
+        """UserError unless `background` (a background or ignore index) was made with this index's model."""
         for key in ("model", "descriptor"):
             if background.manifest[key] != self.manifest[key]:
-                raise UserError(f"background index {background.directory} was made with another {key} than the "
+                raise UserError(f"{role} index {background.directory} was made with another {key} than the "
                                 f"reference index: {background.manifest[key]} != {self.manifest[key]}")
 
     def check_ignore(self, ignore: CopyIndex) -> None:
         """UserError unless `ignore` can be verified against like this index's references."""
-        self.check_background(ignore)
+        self.check_background(ignore, "ignore")
         if ignore.manifest["local"] != self.manifest["local"]:
             raise UserError(f"ignore index {ignore.directory} stores other local features than the reference "
                             f"index: {ignore.manifest['local']} != {self.manifest['local']}; build it with the same "
@@ -398,7 +399,7 @@ class CopyIndex:
         """Search, verify and score queries whose views are embedded (see `match`)."""
         views, search = queries.views, self.search_index()
         if search is None or len(search) == 0 or not views.ids:
-            return self._result([], views, None, {}, [], np.empty(0), None, queries.failures)
+            return self._result([], views, None, {}, [], np.empty(0), None, queries.failures, None)
         cands = gather_candidates(views, search, max(k, rerank.verify_top))
         bg = background.search_index() if background is not None else None
         level = query_background_level(views, search, bg, rerank)
@@ -421,7 +422,7 @@ class CopyIndex:
             score, reverse = directional_scores(features, calibration)
         keep = top_per_query(cands.query, score, k)
         keep = keep[np.lexsort((-score[keep], cands.query[keep]))]
-        return self._result(keep, views, cands, features, evidence, score, reverse, queries.failures)
+        return self._result(keep, views, cands, features, evidence, score, reverse, queries.failures, level)
 
     def calibration_for(self, rerank: RerankOptions) -> FittedCalibration:
         """The index's calibration, checked against this use (UserError when it has none, or does not fit)."""
@@ -459,7 +460,7 @@ class CopyIndex:
                               rerank.geometry, progress)
 
     def _result(self, keep, views: QueryViews, cands, features, evidence, score, reverse,
-                failures: list[Failure]) -> MatchResult:
+                failures: list[Failure], level: np.ndarray | None) -> MatchResult:
         keep = np.asarray(keep, np.int64)
         names = self.names()
         explain = []
@@ -468,7 +469,8 @@ class CopyIndex:
                    "score": float(score[p]), "reverse_score": None if reverse is None else float(reverse[p]),
                    "best_view_score": float(cands.best_score[p]),
                    "whole_image_score": float(cands.whole_score[p]) if np.isfinite(cands.whole_score[p]) else None,
-                   "best_view_box": views.view_box[cands.view[p]].tolist()}
+                   "best_view_box": views.view_box[cands.view[p]].tolist(),
+                   "background_level": float(level[cands.query[p]])}
             shown = {key: value for key, value in evidence[p].items() if key != INLIERS}
             explain.append(row | {name: float(features[name][p]) for name in FEATURES} | shown)
         return MatchResult(

@@ -4,11 +4,15 @@ inside the frame."""
 
 from __future__ import annotations
 
+import csv
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
+from copyscope.jobs.dedup import dedup_folder
 from copyscope.pipeline.augment import apply_chain
 from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.model_spec import ModelSpec
@@ -74,3 +78,34 @@ def test_an_ignore_index_takes_out_a_known_frame(tmp_path, framed_set):
     after = evidence_of(engine.match(queries[:1], k=2, ignore=ignore), "other_in_frame")
     assert all(e["inliers"] == 0 and e["frame_inliers"] >= 12 for e in after.values())
     assert max(e["score"] for e in after.values()) < max(e["score"] for e in before.values())
+
+
+def dedup_run(tmp_path, files: list[tuple[str, str]], ignore_dir=None) -> tuple[list[set[str]], dict]:
+    """Dedup a folder of these files -> its groups and {(a, b): inliers} of its candidate pairs."""
+    folder = tmp_path / "folder"
+    folder.mkdir(parents=True)
+    for name, path in files:
+        (folder / f"{name}.jpg").write_bytes(open(path, "rb").read())
+    out = tmp_path / "out"
+    dedup_folder(folder, out, SPEC, ignore_dir=ignore_dir, use_ray=False, progress=False)
+    with open(out / "pairs.csv", newline="") as f:
+        inliers = {tuple(sorted((row["a"], row["b"]))): int(row["inliers"]) for row in csv.DictReader(f)}
+    return [set(g) for g in json.loads((out / "groups.json").read_text())], inliers
+
+
+def test_dedup_groups_a_copy_in_a_frame_and_not_the_frame(tmp_path, framed_set):
+    refs, queries, _, _ = framed_set
+    groups, _ = dedup_run(tmp_path, refs + queries)
+    assert groups == [{"retina.jpg", "retina_in_frame.jpg"}]
+
+
+def test_dedup_ignores_a_known_frame(tmp_path, framed_set):
+    refs, _, blank, _ = framed_set
+    pair = ("framed_astronaut.jpg", "framed_coffee.jpg")
+    _, before = dedup_run(tmp_path / "plain", refs[:2])
+    assert before[pair] >= 12  # two photos in one frame: too few for the frame to look bursty
+    ignore = CopyIndex.create(tmp_path / "ignore", SPEC)
+    ignore.add_images([blank])
+    ignore.save()
+    groups, after = dedup_run(tmp_path / "ignored", refs[:2], ignore_dir=tmp_path / "ignore")
+    assert after[pair] == 0 and groups == []

@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-references", type=int, default=None, help="default: 40 %% of the photos")
     p.add_argument("--n-queries", type=int, default=None, help="default: 40 %% of the photos, half of them copies")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--templates", type=int, default=0, metavar="K",
+                   help="add K screenshot frames, K meme styles and K shared backgrounds, each on --template-size "
+                        "photos: templated references, queries without a copy, and copies of plain references "
+                        "put into them (default 0: none)")
+    p.add_argument("--template-size", type=int, default=20, help="photos put into each template (default 20)")
+    p.add_argument("--lookalikes", action="store_true",
+                   help="add look-alike references: the other of two crops that do not overlap of every photo a "
+                        "query starts from, and photos of the same fine-grained group (dogs, birds, snakes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("demo", help="the whole pipeline on photos that ship with the packages (about a minute)")
@@ -240,7 +248,8 @@ def run_benchmark_make(args) -> dict:
     from copyscope.jobs.benchmark import make_benchmark
 
     summary = make_benchmark(args.photos_dir, args.out, n_references=args.n_references, n_queries=args.n_queries,
-                             seed=args.seed, progress=not args.quiet)
+                             seed=args.seed, progress=not args.quiet, templates=args.templates,
+                             template_size=args.template_size, lookalikes=args.lookalikes)
     for failure in summary.failures:
         print(f"skipped {failure.path}: {failure.reason}", file=sys.stderr)
     return asdict(summary)

@@ -7,7 +7,9 @@ references with the model and the default local features, runs the default `matc
 the verified candidates, so the explain rows are every verified candidate whatever the scores), and fits
 the logistic calibration on those pairs with benchmarks/calibrate.py, which writes WORK/calibration.json
 for `copyscope index --calibration` and prints the PACKAGED_CALIBRATIONS line. Add --holdout-seed to also
-report the fit on a benchmark from the held-out half (never fitted on).
+report the fit on a benchmark from the held-out half (never fitted on). --templates K [--template-size N]
+and --lookalikes are passed to every `benchmark make` (both halves), so the fit sees templated content and
+look-alikes; the folders they build are named apart (e.g. bench_tune_11_t3x20_la).
 """
 
 from __future__ import annotations
@@ -34,14 +36,23 @@ def copyscope(*args: str) -> None:
         raise SystemExit(done.stderr[-3000:])
 
 
-def explained(work: Path, half: Path, seed: int, model: str, provisional: Path, extra: list[str]) -> str:
-    bench, idx = work / f"bench_{half.name}_{seed}", work / f"idx_{half.name}_{seed}"
+def hard_cases(args) -> tuple[list[str], str]:
+    """The `benchmark make` options of the hard cases asked for, and the tag of the folders they build."""
+    make = ["--templates", str(args.templates), "--template-size", str(args.template_size)] if args.templates else []
+    tag = f"_t{args.templates}x{args.template_size}" if args.templates else ""
+    return (make + ["--lookalikes"], tag + "_la") if args.lookalikes else (make, tag)
+
+
+def explained(work: Path, half: Path, seed: int, model: str, provisional: Path, extra: list[str],
+              make: tuple[list[str], str] = ([], "")) -> str:
+    name = f"{half.name}_{seed}{make[1]}"
+    bench, idx = work / f"bench_{name}", work / f"idx_{name}"
     if not bench.exists():
-        copyscope("benchmark", "make", str(half), "--out", str(bench), "--seed", str(seed), "--quiet")
+        copyscope("benchmark", "make", str(half), "--out", str(bench), "--seed", str(seed), "--quiet", *make[0])
     copyscope("index", str(bench / "references"), "--out", str(idx), "--model", model, "--calibration",
               str(provisional), "--quiet", *extra)
-    explain = work / f"explain_{half.name}_{seed}.jsonl"
-    copyscope("match", str(bench / "queries"), "--index", str(idx), "--out", str(work / f"m_{half.name}_{seed}.csv"),
+    explain = work / f"explain_{name}.jsonl"
+    copyscope("match", str(bench / "queries"), "--index", str(idx), "--out", str(work / f"m_{name}.csv"),
               "--k", "10", "--explain", str(explain), "--quiet")
     return f"{explain}:{bench / 'ground_truth.csv'}"
 
@@ -55,7 +66,11 @@ def main() -> None:
     parser.add_argument("--holdout-seed", type=int, default=None)
     parser.add_argument("--full-local-features", action="store_true",
                         help="fit for references stored whole (LocalSpec.uncompressed), not the compact default")
+    parser.add_argument("--templates", type=int, default=0, metavar="K", help="benchmark make --templates K")
+    parser.add_argument("--template-size", type=int, default=20, help="benchmark make --template-size")
+    parser.add_argument("--lookalikes", action="store_true", help="benchmark make --lookalikes")
     args = parser.parse_args()
+    make = hard_cases(args)
     local = LocalSpec.uncompressed() if args.full_local_features else LocalSpec()
     extra = ["--full-local-features"] if args.full_local_features else []
     work = Path(args.work)
@@ -66,10 +81,10 @@ def main() -> None:
     start = PACKAGED_CALIBRATIONS[0]
     provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, local.to_dict(),
                                                         DEFAULT_NORM).to_dict()))
-    sets = [explained(work, halves["tune"], seed, args.model, provisional, extra) for seed in args.seeds]
-    held = [explained(work, halves["holdout"], args.holdout_seed, args.model, provisional, extra)] \
+    sets = [explained(work, halves["tune"], seed, args.model, provisional, extra, make) for seed in args.seeds]
+    held = [explained(work, halves["holdout"], args.holdout_seed, args.model, provisional, extra, make)] \
         if args.holdout_seed is not None else []
-    index = work / f"idx_tune_{args.seeds[0]}"
+    index = work / f"idx_tune_{args.seeds[0]}{make[1]}"
     cmd = [sys.executable, str(Path(__file__).with_name("calibrate.py")), *sets, "--index", str(index),
            "--out", str(work / "calibration.json")] + (["--holdout", *held] if held else [])
     subprocess.run(cmd, check=True)

@@ -10,6 +10,14 @@ overlays, screenshots, colour jitter, greyscale, re-encoding, rescaling; 1-2 edi
 mixed in sub-folders under new names. Positives are the pairs inside a planted group (a photo and
 its copies); a tool's predicted pairs are the pairs inside its groups. immaculate needs Python 3.12:
 install it in its own venv, never in the project's.
+
+--templates K adds the hard cases of pipeline/augment/templates.py, none of them a copy of anything:
+K screenshot frames, K meme styles and K shared backgrounds, each put on --template-size photos found
+nowhere else in the folder (one image per photo), and --template-size photos cut into two crops that
+do not overlap (both written, the photo not); and a quarter of the planted copies are put into a
+random template instead of their own edits (still copies of their photo). The predicted pairs that
+fall inside one template or one crop pair are counted apart ("false_pairs_by_case"). --half tune|holdout
+uses only that half of the photos (benchmarks/halves.py), so a threshold tuned here never sees the other.
 """
 
 from __future__ import annotations
@@ -30,49 +38,107 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from copyscope.pipeline.augment import apply_chain, sample_chain  # noqa: E402
+from halves import half_of  # noqa: E402
+
+from copyscope.pipeline.augment import EditContext, apply_chain, sample_chain  # noqa: E402
+from copyscope.pipeline.augment.templates import (  # noqa: E402
+    crop_pair, fine_grained_group, sample_templates, template_step,
+)
 from copyscope.pipeline.decode import decode_image  # noqa: E402
 from copyscope.pipeline.files import list_images  # noqa: E402
 
 EDIT_KINDS = ("crop", "text", "emoji", "screenshot", "color_jitter", "grayscale", "jpeg", "rescale")
-DOG_CLASSES = range(151, 269)  # ImageNet class indices of the dog breeds
+N_DEFAULT, TEMPLATE_SIZE = 300, 20
+TEMPLATED_COPIES = 0.25  # with --templates, the share of planted copies put into a template
 
 
-def build_folder(photos: Path, out: Path, n: int, copied: int, seed: int) -> list[set[str]]:
-    """Write the planted folder -> planted groups (paths relative to `out`)."""
+def build_folder(photos: Path, out: Path, n: int | None, copied: int, seed: int, templates: int = 0,
+                 template_size: int = TEMPLATE_SIZE, half: str | None = None
+                 ) -> tuple[list[set[str]], dict[str, set[str]]]:
+    """Write the planted folder -> (planted groups, the hard cases {"template <name>" | "crop pair <i>":
+    files}), paths relative to `out`. n: photos written whole, every dog first (None: N_DEFAULT, or
+    what the photos leave after the hard cases); half: only the photos of that half."""
     rng = np.random.default_rng(seed)
-    names = sorted(p.name for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    dogs = [names[i] for i in DOG_CLASSES if i < len(names)][:n]
-    others = [x for x in names if x not in set(dogs)]
+    names = sorted(p.name for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+                   and (half is None or half_of(p.name) == half))
+    dogs = [x for x in names if fine_grained_group(x) == "dog"]
+    others = [x for x in names if fine_grained_group(x) != "dog"]
+    hosts, templated, cut, others = _hard_photos(others, templates, template_size, seed)
+    n = min(N_DEFAULT, len(dogs) + len(others)) if n is None else n
+    dogs = dogs[:n]
     chosen = dogs + [others[i] for i in rng.choice(len(others), n - len(dogs), replace=False)]
     sources = {x: f"photos/{i % 7}/{x}" for i, x in enumerate(chosen)}
     for name, rel in sources.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(photos / name, out / rel)
-    groups = []
+    ctx = EditContext(lambda key: decode_image(photos / key))
+    tmpls = sample_templates(np.random.default_rng([seed, 2]), templates, hosts)
+    hard = {f"template {t.name}": set() for t in tmpls}
+    template_rng, groups = np.random.default_rng([seed, 3]), []
     for k, name in enumerate(rng.choice(chosen, copied, replace=False)):
         image = decode_image(photos / name)
         group = {sources[name]}
         for c in range(int(rng.integers(1, 4))):
             chain = sample_chain(rng, *image.shape[:2], n_edits=(1, 2), kinds=EDIT_KINDS)
             rel = f"incoming/{(k + c) % 5}/img_{k:04d}_{c}.jpg"
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(apply_chain(image, chain)).save(out / rel, quality=85)
+            if tmpls and template_rng.random() < TEMPLATED_COPIES:
+                template = tmpls[int(template_rng.integers(len(tmpls)))]
+                chain = [template_step(template, template_rng)]
+                hard[f"template {template.name}"].add(rel)
+            _save(apply_chain(image, chain, ctx), out / rel)
             group.add(rel)
         groups.append(group)
-    return groups
+    for i, (template, name) in enumerate(zip(np.repeat(tmpls, template_size), templated)):
+        rel = f"incoming/{i % 5}/img_t{i:04d}.jpg"
+        _save(apply_chain(decode_image(photos / name), [template_step(template, template_rng)], ctx), out / rel)
+        hard[f"template {template.name}"].add(rel)
+    for i, name in enumerate(cut):
+        image = decode_image(photos / name)
+        rels = [f"incoming/{(i + j) % 5}/img_c{i:04d}_{j}.jpg" for j in range(2)]
+        for rel, box in zip(rels, crop_pair(template_rng, *image.shape[:2])):
+            _save(apply_chain(image, [("crop", box)]), out / rel)
+        hard[f"crop pair {i}"] = set(rels)
+    return groups, hard
+
+
+def _hard_photos(others: list[str], k: int, size: int, seed: int) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Seeded draw of the photos the hard cases use, never written themselves -> (k background hosts,
+    3 k size photos for the templates in sample_templates order, size photos to cut in two, the rest)."""
+    if not k:
+        return [], [], [], others
+    need = k + 3 * k * size + size
+    if need > len(others):
+        raise SystemExit(f"{len(others)} photos (dogs aside) cannot give {3 * k} templates of {size} photos, "
+                         f"{k} hosts and {size} crop pairs")
+    order = [others[i] for i in np.random.default_rng([seed, 1]).permutation(len(others))]
+    taken = set(order[:need])
+    return order[:k], order[k : k + 3 * k * size], order[k + 3 * k * size : need], [x for x in others if x not in taken]
+
+
+def _save(image: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, quality=85)
 
 
 def pairs_of(groups) -> set[frozenset]:
     return {frozenset(p) for g in groups for p in itertools.combinations(sorted(g), 2)}
 
 
-def precision_recall(predicted: list, planted: list[set[str]]) -> dict:
+def precision_recall(predicted: list, planted: list[set[str]], hard: dict[str, set[str]] | None = None) -> dict:
+    """Pair precision and recall; with `hard`, the false pairs inside one hard case, by family."""
     pred, truth = pairs_of(predicted), pairs_of(planted)
     hit = len(pred & truth)
-    return {"pairs_predicted": len(pred), "pairs_true": len(truth), "precision": hit / max(1, len(pred)),
-            "recall": hit / max(1, len(truth))}
+    out = {"pairs_predicted": len(pred), "pairs_true": len(truth), "precision": hit / max(1, len(pred)),
+           "recall": hit / max(1, len(truth))}
+    if hard:
+        false = pred - truth
+        out["false_pairs_by_case"] = {family: len(false & pairs_of(g for case, g in hard.items()
+                                                                   if case.startswith(family)))
+                                      for family in ("template screenshot", "template meme",
+                                                     "template background", "crop pair")}
+    return out
 
 
 def timed(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]:
@@ -116,9 +182,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("photos")
     p.add_argument("--work", required=True, help="scratch folder (outside the repository)")
-    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--n", type=int, default=None,
+                   help=f"photos written whole (default {N_DEFAULT}, or what the half and --templates leave)")
     p.add_argument("--copied", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--templates", type=int, default=0, metavar="K", help="add the hard cases (module docstring)")
+    p.add_argument("--template-size", type=int, default=TEMPLATE_SIZE, help="photos in each template, crop pairs")
+    p.add_argument("--half", choices=("tune", "holdout"), default=None, help="only this half of the photos")
     p.add_argument("--model", default="sscd")
     p.add_argument("--threshold", type=float, default=None, help="copyscope's --threshold (default: its own)")
     p.add_argument("--immaculate", default=shutil.which("immaculate"), help="the peer's executable (none: skip)")
@@ -127,19 +197,23 @@ def main() -> None:
     work = Path(args.work)
     folder = work / "folder"
     shutil.rmtree(folder, ignore_errors=True)
-    planted = build_folder(Path(args.photos), folder, args.n, args.copied, args.seed)
+    planted, hard = build_folder(Path(args.photos), folder, args.n, args.copied, args.seed, args.templates,
+                                 args.template_size, args.half)
     files = len(list_images(folder).entries)
     (work / "planted.json").write_text(json.dumps([sorted(g) for g in planted], indent=1))
-    print(f"folder: {files} files, {len(planted)} planted groups, {len(pairs_of(planted))} planted pairs")
+    (work / "hard_cases.json").write_text(json.dumps({k: sorted(g) for k, g in hard.items()}, indent=1))
+    print(f"folder: {files} files, {len(planted)} planted groups, {len(pairs_of(planted))} planted pairs, "
+          f"{len(hard)} hard cases")
     groups, seconds = run_copyscope(folder, work / "out", args)
     results = {"copyscope": {"seconds": round(seconds, 2), "files_per_s": round(files / seconds, 2),
-                             **precision_recall(groups, planted)}}
+                             **precision_recall(groups, planted, hard)}}
     results["copyscope"]["link_sweep"] = link_sweep(work / "out" / "pairs.csv", planted)
     print(json.dumps(results, indent=2), flush=True)
     if args.immaculate:
         groups, seconds = run_immaculate(folder, args)
         results[f"immaculate --method {args.peer_method}"] = {
-            "seconds": round(seconds, 2), "files_per_s": round(files / seconds, 2), **precision_recall(groups, planted)}
+            "seconds": round(seconds, 2), "files_per_s": round(files / seconds, 2),
+            **precision_recall(groups, planted, hard)}
         print(json.dumps(results, indent=2))
 
 

@@ -1,8 +1,10 @@
 import csv
 import hashlib
+import importlib.util
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -16,6 +18,7 @@ from copyscope.pipeline.augment.templates import fine_grained_group
 from copyscope.pipeline.decode import decode_image
 from copyscope.pipeline.files import list_images
 
+ROOT = Path(__file__).resolve().parents[1]
 HARD = {"templates": 1, "template_size": 3, "lookalikes": True}  # every hard case, on 20 photos
 NAMES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "hubble_deep_field",
          "colorwheel", "retina", "coins")
@@ -242,3 +245,34 @@ def test_lookalike_crops_do_not_overlap_and_classmates_share_a_group(photos, tmp
             mate = _source_photo(image, [], paths, PhotoPool(paths))  # written whole, encoded once
             _, photo = crop_a_and_photo(row["lookalike_of"])
             assert mate != photo and fine_grained_group(mate) == fine_grained_group(photo) == "dog"
+
+
+def _dedup_bench():
+    spec = importlib.util.spec_from_file_location("dedup_bench", ROOT / "benchmarks" / "dedup_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dedup_folder_hard_cases_stay_ungrouped(photos, tmp_path):
+    bench, root = _dedup_bench(), tmp_path / "photos"  # the photos under ImageNet names: 4 dogs, 16 others
+    root.mkdir()
+    for i, (pid, path) in enumerate(list_images(photos).entries):
+        shutil.copyfile(path, root / f"n0{2085620 + i if i < 4 else 3000000 + i}_{pid.replace('/', '_')}{path[-4:]}")
+    out = tmp_path / "folder"
+    planted, hard = bench.build_folder(root, out, None, 3, 0, templates=1, template_size=2)
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    whole = {f for f in files if f.startswith("photos/")}
+    assert len(whole) == 11 and sum(bench.fine_grained_group(f) == "dog" for f in whole) == 4  # 20 - 1 - 6 - 2
+    grouped = set().union(*planted)
+    assert len(planted) == 3 and all(len(g & whole) == 1 and len(g) >= 2 for g in planted)
+    assert sorted(hard) == ["crop pair 0", "crop pair 1", "template background_0", "template meme_0",
+                            "template screenshot_0"] and all(len(hard[f"crop pair {i}"]) == 2 for i in range(2))
+    for case, members in hard.items():
+        own = members - grouped  # a template also holds the planted copies put into it
+        assert len(own) == 2 and not own & whole
+    assert files == whole | grouped | set().union(*hard.values())
+    tune, _ = bench.build_folder(root, tmp_path / "tune", None, 2, 0, half="tune")
+    names = [p.name for p in (tmp_path / "tune" / "photos").rglob("*.*")]
+    assert names and all(bench.half_of(n) == "tune" for n in names) and len(tune) == 2
+    assert len(names) == sum(bench.half_of(p.name) == "tune" for p in root.iterdir())

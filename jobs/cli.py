@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-norm", default="stretch", choices=SCORE_NORMS,
                    help="with --background: stretch (default) or subtract (SSCD: score - beta * background level)")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the background level with subtract")
+    p.add_argument("--ignore", default=None,
+                   help="index of known frames whose matches do not count: app screenshots, meme templates, logos")
     p.add_argument("--regions", type=int, default=12, help="sub-regions searched per query with --rerank full")
     p.add_argument("--verify-top", type=int, default=10, help="candidates verified per query")
     p.add_argument("--explain", default=None, help="write every match's evidence as JSON lines here")
@@ -112,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="default sscd (with --index: the index's model)")
     p.add_argument("--weights", default=None, help="local weights file of the model")
     p.add_argument("--index", default=None, help="also dedup against this reference index (references are kept)")
+    p.add_argument("--ignore", default=None,
+                   help="index of known frames whose matches link nothing: app screenshots, meme templates, logos")
     p.add_argument("--keep", default="largest", choices=KEEP_RULES, help="which file of a group is kept")
     p.add_argument("--action", default="report", choices=ACTIONS, help="report (default) touches nothing")
     p.add_argument("--act-threshold", type=float, default=DEFAULT_ACT_THRESHOLD,
@@ -214,7 +218,8 @@ def run_match(args) -> dict:
     summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(
                                mode=args.rerank, regions=args.regions, verify_top=args.verify_top,
                                score_norm=args.score_norm, beta=args.beta),
-                           background_dir=args.background, explain_path=args.explain, settings=_settings(args, device),
+                           background_dir=args.background, ignore_dir=args.ignore, explain_path=args.explain,
+                           settings=_settings(args, device),
                            use_gpu=device.startswith("cuda") and gpu_search_available(),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
@@ -230,7 +235,7 @@ def run_dedup(args) -> dict:
     model = args.model or (read_manifest(args.index)["model"]["name"] if args.index else "sscd")
     device = _device(args, model)
     spec = ModelSpec(args.model, args.weights) if args.model else None
-    summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index,
+    summary = dedup_folder(args.folder, args.out, spec, options=options, index_dir=args.index, ignore_dir=args.ignore,
                            settings=_settings(args, device), local=_local_spec(args),
                            calibration=_read_calibration(args.calibration),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
@@ -315,10 +320,14 @@ def check_inputs(args) -> None:
         index(args.index, "--index")
         if args.background:
             index(args.background, "--background")
+        if args.ignore:
+            index(args.ignore, "--ignore")
     elif command == "dedup":
         folder(args.folder, "images to dedup")
         if args.index:
             index(args.index, "--index")
+        if args.ignore:
+            index(args.ignore, "--ignore")
     elif command == "evaluate":
         file(args.gt_csv, "a ground truth CSV (query_id,reference_id), e.g. BENCH/ground_truth.csv")
         file(args.pred_csv, "a matches CSV (query_id,reference_id,score) written by `copyscope match`")

@@ -42,16 +42,14 @@ def inlier_record(v: Verification, query_size: tuple[int, int], reference_size: 
 
 
 def frame_points(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequence[dict], min_images: int,
-                 sides: Sequence[str] = SIDES, groups: dict[Hashable, Hashable] | None = None
-                 ) -> dict[Hashable, np.ndarray]:
+                 sides: Sequence[str] = SIDES) -> dict[Hashable, np.ndarray]:
     """Bursty keypoints: (P,) (query image, reference image) of each pair and its evidence ->
     {image: (R, 2) float32 points of its keypoints that are inliers of pairs with `min_images` or more
     distinct partners}.
 
     sides: whose keypoints are counted: "query" (each query's over its candidates), or both in a collection
     matched against itself (dedup), where an image is the query of some pairs and the reference of others
-    and its keypoint rows are the same either way. groups: image -> group (default: itself); partners of
-    one group (near-identical copies) count once."""
+    and its keypoint rows are the same either way."""
     partners: dict[tuple[Hashable, int], set] = defaultdict(set)
     where: dict[tuple[Hashable, int], list[float]] = {}
     for (q, r), e in zip(owners, evidences):
@@ -60,9 +58,8 @@ def frame_points(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequenc
             continue
         for side, owner, other in (("query", q, r), ("reference", r, q)):
             if side in sides:
-                key = other if groups is None else groups.get(other, other)
                 for row, xy in zip(record[side], record[f"{side}_xy"]):
-                    partners[(owner, row)].add(key)
+                    partners[(owner, row)].add(other)
                     where[(owner, row)] = xy
     found: dict[Hashable, list[list[float]]] = defaultdict(list)
     for (owner, row), seen in partners.items():
@@ -124,11 +121,10 @@ def box_of(region: np.ndarray) -> list[float]:
 
 def discount_frames(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequence[dict], *,
                     sides: Sequence[str] = SIDES, min_images: int = BURST_IMAGES,
-                    ignored: dict[Hashable, np.ndarray] | None = None,
-                    groups: dict[Hashable, Hashable] | None = None) -> list[dict]:
+                    ignored: dict[Hashable, np.ndarray] | None = None) -> list[dict]:
     """Every pair's evidence with the inliers in a frame removed on `sides`: near bursty keypoints
     (`frame_points`) and, per image, near the (R, 2) points `ignored` (its inliers to an ignore bank)."""
-    frames = frame_points(owners, evidences, min_images, sides, groups)
+    frames = frame_points(owners, evidences, min_images, sides)
     for owner, extra in (ignored or {}).items():
         frames[owner] = np.concatenate([frames.get(owner, np.empty((0, 2), np.float32)), extra])
     query_side, reference_side = "query" in sides, "reference" in sides

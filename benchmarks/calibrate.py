@@ -3,42 +3,75 @@
     copyscope match QUERIES --index IDX --background BG --explain explain.jsonl --out m.csv
     .venv/bin/python benchmarks/calibrate.py explain.jsonl:ground_truth.csv [more ...] [--holdout e.jsonl:gt.csv]
 
-Fits one logistic calibration on the labelled candidate pairs of every tuning set given (printed in
-FEATURES order for matching.reranking.PACKAGED_CALIBRATIONS; with --out, written as the JSON that
-`copyscope index --calibration` takes), and the same fit without each feature,
-then prints micro-AP, recall at precision 0.9 and recall@1 of several scorings of each set's pairs,
-held-out sets (not fitted on) included.
+Fits two logistic calibrations on the labelled candidate pairs of every tuning set given: the score, "the
+query contains a copy of the reference" (the ground truth), and the reverse score, "the reference contains the
+query" (a copy whose edits add no foreign content: none of CONTAINING_EDITS in its query_meta.csv chain).
+Both are printed in FEATURES order for matching.reranking.PACKAGED_CALIBRATIONS and, with --out, written as the
+JSON that `copyscope index --calibration` takes. Then the main fit without each feature, and micro-AP, recall
+at precision 0.9, recall@1, the expected calibration error and precision / recall at scores >= 0.5 and 0.9 of
+several scorings of each set's pairs, held-out sets (not fitted on) included.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 
-from copyscope.matching.metrics import compute_metrics
+from copyscope.matching.metrics import at_score_thresholds, compute_metrics, is_probability, reliability
 from copyscope.matching.reranking import FEATURES, SCORE_NORMS, RerankOptions
 from copyscope.matching.scoring import Calibration, FittedCalibration, fit_logistic
 from copyscope.pipeline.formats import read_ground_truth
 from copyscope.pipeline.index_files import read_manifest
 
 
+# Edits that put the reference inside foreign content: the query then contains the reference, not the reverse.
+CONTAINING_EDITS = ("paste_into", "screenshot", "meme", "overlay_photo")
+
+
+def containing_queries(meta_csv: Path) -> set[str]:
+    """Queries of a benchmark whose edit chain holds one of CONTAINING_EDITS (query_meta.csv transforms)."""
+    with open(meta_csv, newline="", encoding="utf-8") as f:
+        return {row["query_id"] for row in csv.DictReader(f)
+                if any(edit in CONTAINING_EDITS for edit, _ in json.loads(row["transforms"]))}
+
+
 def load_set(spec: str):
+    """explain.jsonl:ground_truth.csv (query_meta.csv beside it) -> rows, gt, (N, F) features, (N,) copy labels,
+    (N,) "the reference contains the query" labels."""
     explain, gt_csv = spec.split(":")
     with open(explain) as f:
         rows = [json.loads(line) for line in f]
     gt = read_ground_truth(gt_csv)
     truth = set(zip(gt.query_ids[gt.has_copy].tolist(), gt.reference_ids[gt.has_copy].tolist()))
+    containing = containing_queries(Path(gt_csv).with_name("query_meta.csv"))
     y = np.array([(r["query_id"], r["reference_id"]) in truth for r in rows], float)
-    x = np.array([[r[f] for f in FEATURES] for r in rows])
-    return rows, gt, x, y
+    contained = y * np.array([r["query_id"] not in containing for r in rows], float)
+    x = np.array([[r.get(f, 0.0) for f in FEATURES] for r in rows])
+    return rows, gt, x, y, contained
+
+
+def without_level(rows: list[dict], x: np.ndarray) -> np.ndarray:
+    """(N, F) features with the two global scores raw (background level 0) instead of stretched."""
+    x = x.copy()
+    x[:, FEATURES.index("best_view")] = [r["best_view_score"] for r in rows]
+    x[:, FEATURES.index("whole_image")] = [r["whole_image_score"] or 0.0 for r in rows]
+    return x
 
 
 def report(name: str, rows, gt, score) -> None:
     m = compute_metrics([r["query_id"] for r in rows], [r["reference_id"] for r in rows], score,
                         gt.query_ids, gt.reference_ids)
-    print(f"  {name:38s} uAP {m.uap:.3f}  R@P90 {m.recall_at_p90:.3f}  R@1 {m.recall_at_1:.3f}")
+    line = f"  {name:38s} uAP {m.uap:.3f}  R@P90 {m.recall_at_p90:.3f}  R@1 {m.recall_at_1:.3f}"
+    if is_probability(score):
+        at = {p.threshold: p for p in at_score_thresholds(m.curve)}
+        shown = "  ".join(f">= {t}: P {at[t].precision:.3f} R {at[t].recall:.3f}" if at[t].precision is not None
+                          else f">= {t}: none" for t in (0.5, 0.9))
+        line += f"  ECE {reliability(score, m.is_true).ece:.3f}  {shown}"
+    print(line)
 
 
 def main() -> None:
@@ -59,25 +92,32 @@ def main() -> None:
     x = np.concatenate([s[2] for s in sets])
     y = np.concatenate([s[3] for s in sets])
     weights, bias = fit_logistic(x, y, l2=args.l2)
+    reverse_weights, reverse_bias = fit_logistic(x, np.concatenate([s[4] for s in sets]), l2=args.l2)
+    rounded = lambda w, b: Calibration(tuple(round(float(v), 3) for v in w), round(b, 3))  # noqa: E731
     print(f"{int(y.sum())} true pairs of {len(y)}; fitted weights ({', '.join(FEATURES)}):")
     print("  Calibration(weights=(" + ", ".join(f"{w:.3f}" for w in weights) + f"), bias={bias:.3f})")
+    print("  reverse=Calibration(weights=(" + ", ".join(f"{w:.3f}" for w in reverse_weights)
+          + f"), bias={reverse_bias:.3f})")
     if args.out:
         manifest = read_manifest(args.index)
-        fitted = FittedCalibration(Calibration(tuple(round(float(w), 3) for w in weights), round(bias, 3)), FEATURES,
-                                   manifest["model"]["name"], manifest["local"],
-                                   RerankOptions(score_norm=args.score_norm).calibrated_as)
+        fitted = FittedCalibration(rounded(weights, bias), FEATURES, manifest["model"]["name"], manifest["local"],
+                                   RerankOptions(score_norm=args.score_norm).calibrated_as,
+                                   rounded(reverse_weights, reverse_bias))
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(fitted.to_dict(), f, indent=2)
         print(f"wrote {args.out}")
     ablations = {f"without {f}": [i for i, g in enumerate(FEATURES) if g != f] for f in FEATURES}
     fits = {name: fit_logistic(x[:, keep], y, l2=args.l2) for name, keep in ablations.items()}
-    for spec, (rows, gt, xs, _) in zip(args.sets + args.holdout, sets + held):
+    unlevelled = fit_logistic(np.concatenate([without_level(s[0], s[2]) for s in sets]), y, l2=args.l2)
+    for spec, (rows, gt, xs, _, _) in zip(args.sets + args.holdout, sets + held):
         print(spec)
         whole = np.array([-1.0 if r["whole_image_score"] is None else r["whole_image_score"] for r in rows])
         report("global descriptor (whole image)", rows, gt, whole)
         report("global, best view (regions)", rows, gt, np.array([r["best_view_score"] for r in rows]))
         report("stretched global, best view", rows, gt, xs[:, FEATURES.index("best_view")])
         report("calibrated, all features", rows, gt, Calibration(tuple(weights), bias)(xs))
+        report("the same, refitted without background level", rows, gt,
+               Calibration(tuple(unlevelled[0]), unlevelled[1])(without_level(rows, xs)))
         for name, keep in ablations.items():
             w, b = fits[name]
             report(name, rows, gt, Calibration(tuple(w), b)(xs[:, keep]))

@@ -39,12 +39,12 @@ from copyscope.matching.local_features import LocalSpec
 from copyscope.matching.pairs import Pairs, Scored, knn_pairs, score_pairs
 from copyscope.matching.reranking import FEATURES, RerankOptions, packaged_calibration
 from copyscope.matching.scoring import FittedCalibration
-from copyscope.matching.shared_frames import discount_frames, inlier_points
+from copyscope.matching.shared_frames import discount_frames
 from copyscope.matching.verification import Verification
 from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.decode import DecodeError, image_size
 from copyscope.pipeline.embedding import EmbedSettings
-from copyscope.pipeline.engine import IGNORE_CANDIDATES, CopyIndex
+from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.failures import read_failures_csv, write_failures_csv
 from copyscope.pipeline.files import file_stamp, list_images, relative_path
 from copyscope.pipeline.index_files import CATALOG
@@ -62,6 +62,9 @@ from copyscope.pipeline.verify_stage import verify_catalog_pairs, verify_stored
 DEFAULT_REVIEW_THRESHOLD = 0.5
 DEFAULT_ACT_THRESHOLD = 0.9
 MIN_INLIERS = 12
+# A keypoint shared with this many other images of the folder is a frame (matching.shared_frames): more than
+# the copies one photo has in a folder (the match default, 3, counts a query's candidates instead).
+DEDUP_BURST_IMAGES = 5
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ class DedupOptions:
     touch the copy (below it the plan row is "review"); 0 <= review <= act <= 1. min_inliers: least
     inliers of a link's geometric map. k: neighbours searched per image, in an index of `index_type`
     (matching.index.INDEX_TYPES: flat is exact, hnsw / ivfpq trade recall for speed on millions of
-    images); floor: least global similarity of a candidate pair worth verifying. move_to: where move puts
-    copies (default OUT_DIR/moved). report_groups: groups drawn in report.html."""
+    images); floor: least global similarity of a candidate pair worth verifying. burst_images: other
+    images a keypoint must map to for it to count as a shared frame. move_to: where move puts copies
+    (default OUT_DIR/moved). report_groups: groups drawn in report.html."""
 
     keep: str = "largest"
     action: str = "report"
@@ -83,6 +87,7 @@ class DedupOptions:
     k: int = 16
     index_type: str = "flat"
     floor: float = 0.15
+    burst_images: int = DEDUP_BURST_IMAGES
     move_to: str | None = None
     yes: bool = False
     report_groups: int = 200
@@ -218,6 +223,9 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     reference = CopyIndex.open(index_dir) if index_dir is not None else None
     spec, local = _model_of(spec, local, reference, index_dir)
     fitted = _calibration_of(spec, local, reference, calibration)  # before any image is embedded
+    ignore = CopyIndex.open(ignore_dir) if ignore_dir is not None else None
+    if ignore is not None:
+        ignore.check_ignore_for(spec, local.to_dict())
     own_dir = out / "index"
     index_folder(folder, own_dir, spec, settings=settings, local=local, calibration=fitted, progress=progress,
                  pixel_hash=True, use_ray=use_ray)
@@ -240,11 +248,12 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
                                  progress=progress)
     level = np.zeros(len(table.ids), np.float32)
     level[reps] = rep_level
-    ignored = _ignored_points(table, reps, own, ignore_dir, runner, local) if ignore_dir is not None else {}
+    ignored = _ignored_points(table, reps, own, ignore, runner, local) if ignore is not None else {}
     near = Pairs(reps[found.a], reps[found.b], found.global_score)
     evidence = verify_catalog_pairs(runner, own.catalog, table.catalog_ids[near.a], table.catalog_ids[near.b],
                                     own_dir / CATALOG, local.to_dict())
-    evidence = discount_frames(list(zip(near.a.tolist(), near.b.tolist())), evidence, ignored=ignored)
+    evidence = discount_frames(list(zip(near.a.tolist(), near.b.tolist())), evidence,
+                               min_images=options.burst_images, ignored=ignored)
     near = score_pairs(near, evidence, np.maximum(level[near.a], level[near.b]), calibration)
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
@@ -272,19 +281,18 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     return groups, pair_rows, len(failures), len(table.ids) + len(failures), verifier
 
 
-def _ignored_points(table: _Table, reps: np.ndarray, own: CopyIndex, ignore_dir, runner,
+def _ignored_points(table: _Table, reps: np.ndarray, own: CopyIndex, ignore: CopyIndex, runner,
                     local: LocalSpec) -> dict[int, np.ndarray]:
-    """{table row: (R, 2) points of its keypoints that are inliers to one of its IGNORE_CANDIDATES nearest
-    images of the ignore index}: a known frame, whose keypoints link nothing."""
-    ignore = CopyIndex.open(ignore_dir)
-    own.check_ignore(ignore)
-    found, _ = knn_pairs(table.vectors[reps], ignore.search_index(), IGNORE_CANDIDATES, -1.0, self_join=False)
-    evidence = verify_catalog_pairs(runner, own.catalog, table.catalog_ids[reps[found.a]], found.b,
-                                    Path(ignore_dir) / CATALOG, local.to_dict())
-    by_row: dict[int, list[dict]] = {}
-    for a, e in zip(reps[found.a].tolist(), evidence):
-        by_row.setdefault(a, []).append(e)
-    return {row: inlier_points(evidences) for row, evidences in by_row.items()}
+    """{table row: (R, 2) points of its keypoints that map to a known frame of the ignore index}."""
+
+    def verify(pairs: dict[int, list[int]]) -> dict[tuple[int, int], dict]:
+        rows = [(row, ref) for row, refs in pairs.items() for ref in refs]
+        evidence = verify_catalog_pairs(runner, own.catalog, table.catalog_ids[[row for row, _ in rows]],
+                                        np.array([ref for _, ref in rows], np.int64), ignore.directory / CATALOG,
+                                        local.to_dict())
+        return dict(zip(rows, evidence))
+
+    return ignore.frame_points(reps.tolist(), table.vectors[reps], verify)
 
 
 def _stored_verifier(catalog, ids: dict[str, int], spec: LocalSpec) -> Callable[[str, str], Verification]:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.candidates import Candidates
-from copyscope.matching.reranking import RerankOptions, directional_scores, pair_features
+from copyscope.matching.reranking import RerankOptions, either_way_scores, pair_features
 from copyscope.matching.scoring import Calibration, tail_level
 
 
@@ -31,27 +31,32 @@ class Pairs:
 
 
 def knn_pairs(vectors: np.ndarray, index: SearchIndex, k: int, floor: float, *, self_join: bool,
-              skip: int = 9, batch_size: int = 4096, progress: bool = False) -> tuple[Pairs, np.ndarray]:
+              level: RerankOptions = RerankOptions(), batch_size: int = 4096,
+              progress: bool = False) -> tuple[Pairs, np.ndarray]:
     """(N, D) vectors searched against `index` (top k) -> pairs with global score >= floor, and (N,)
-    float32 background level of each vector: `scoring.tail_level` of its neighbours from rank `skip` on
-    (rank 0 is itself in a self join; how similar unrelated images of this collection are to it).
+    float32 background level of each vector, by the rule `match` uses (`reranking.query_background_level`):
+    `scoring.tail_level` of its neighbours ranked level.background_skip .. + background_k (itself left out
+    in a self join): how similar unrelated images of this collection are to it.
 
     self_join: `index` holds `vectors` in the same rows; self matches are dropped and each unordered
     pair is kept once, as (smaller row, larger row).
     """
     parts = []
-    level = np.zeros(len(vectors), np.float32)
+    levels = np.zeros(len(vectors), np.float32)
     with tqdm(total=len(vectors), desc="search", unit="img", disable=not progress) as bar:
         for start in range(0, len(vectors), batch_size):
-            scores, rows = index.search(vectors[start:start + batch_size], k + int(self_join))
-            level[start:start + len(scores)] = tail_level(scores, skip)
+            wide = max(k, level.background_skip + level.background_k) + int(self_join)
+            scores, rows = index.search(vectors[start:start + batch_size], wide)
+            neighbours = scores[:, int(self_join):]  # a self join finds the image itself first
+            levels[start:start + len(scores)] = tail_level(neighbours, level.background_skip)
+            scores, rows = scores[:, :k + int(self_join)], rows[:, :k + int(self_join)]
             a = np.repeat(np.arange(start, start + len(scores)), scores.shape[1])
             b, s = rows.ravel(), scores.ravel()
             keep = (b >= 0) & (s >= floor) & ((a != b) if self_join else True)
             parts.append((a[keep], b[keep], s[keep]))
             bar.update(len(scores))
     if not parts:
-        return Pairs.empty(), level
+        return Pairs.empty(), levels
     a, b, s = (np.concatenate(p) for p in zip(*parts))
     if self_join:
         a, b = np.minimum(a, b), np.maximum(a, b)
@@ -60,7 +65,7 @@ def knn_pairs(vectors: np.ndarray, index: SearchIndex, k: int, floor: float, *, 
         first = np.ones(len(a), bool)
         first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
         a, b, s = a[first], b[first], s[first]
-    return Pairs(a.astype(np.int64), b.astype(np.int64), s.astype(np.float32)), level
+    return Pairs(a.astype(np.int64), b.astype(np.int64), s.astype(np.float32)), levels
 
 
 @dataclass(frozen=True)
@@ -93,13 +98,11 @@ def score_pairs(pairs: Pairs, evidence: list[dict], level: np.ndarray, calibrati
 
 def copy_scores(pairs: Pairs, evidence: list[dict], level: np.ndarray, calibration: Calibration,
                 opts: RerankOptions = RerankOptions()) -> np.ndarray:
-    """(P,) probability that one image of each pair is an edited copy of the other (the larger of
-    the two directional scores of `reranking.directional_scores`), global scores normalised by the
-    (P,) background level of each pair as `match` normalises them against a background index."""
+    """(P,) probability that one image of each pair is an edited copy of the other
+    (`reranking.either_way_scores`), global scores normalised by the (P,) background level of each pair."""
     if not len(pairs):
         return np.empty(0, np.float64)
     n = len(pairs)
     cands = Candidates(np.arange(n), pairs.b, pairs.global_score, pairs.global_score, np.zeros(n, np.int64))
     features = pair_features(cands, np.asarray(level, np.float32), evidence, opts)
-    forward, reverse = directional_scores(features, calibration)
-    return np.maximum(forward, reverse)
+    return either_way_scores(features, calibration)

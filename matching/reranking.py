@@ -23,16 +23,17 @@ SCORE_NORMS = ("stretch", "subtract")
 # How the background level is measured; part of what a calibration is fitted for (RerankOptions.calibrated_as).
 LEVEL_RULE = "reference tail"
 DEFAULT_NORM = f"stretch by {LEVEL_RULE}"
-FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_coverage", "reference_coverage")
+FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_coverage", "reference_coverage",
+            "frame_share")
 # Fitted on the candidate pairs of a benchmark built from the tuning half of ../shared/photos only
 # (benchmarks/fit_calibration.py --seeds 11, for the default LocalSpec); the README reports them on a
 # benchmark of the held-out half (seed 21).
 PACKAGED_CALIBRATIONS = (
-    FittedCalibration(Calibration(weights=(16.033, 24.829, 3.568, 1.271, 0.583, 0.604), bias=-11.409),
+    FittedCalibration(Calibration(weights=(-1.74, 15.11, -0.06, 5.31, 4.36, -1.95, -11.42), bias=-7.71),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM),
-    FittedCalibration(Calibration(weights=(8.604, 21.695, 2.056, 0.706, -2.220, 0.993), bias=-10.424),
+    FittedCalibration(Calibration(weights=(-1.74, 15.11, -0.06, 5.31, 4.36, -1.95, -11.42), bias=-7.71),
                       FEATURES, "sscd_distilled", LocalSpec().to_dict(), DEFAULT_NORM),
-    FittedCalibration(Calibration(weights=(15.797, 23.428, 2.753, -4.473, -0.402, 4.355), bias=-11.308),
+    FittedCalibration(Calibration(weights=(-1.74, 15.11, -0.06, 5.31, 4.36, -1.95, -11.42), bias=-7.71),
                       FEATURES, "sscd", LocalSpec.uncompressed().to_dict(), DEFAULT_NORM),  # --full-local-features
 )
 
@@ -94,16 +95,30 @@ def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict],
         "inlier_ratio": get("inlier_ratio"),
         "query_coverage": get("query_coverage"),
         "reference_coverage": get("reference_coverage"),
+        "frame_share": get("frame_inliers") / np.maximum(get("inliers") + get("frame_inliers"), 1),
     }
 
 
-def directional_scores(features: dict[str, np.ndarray], calibration: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """(P,) scores of "query is a copy of reference" and of the reverse (coverages swapped)."""
-    forward = np.stack([features[name] for name in FEATURES], axis=-1)
-    swapped = dict(features, query_coverage=features["reference_coverage"],
-                   reference_coverage=features["query_coverage"])
-    reverse = np.stack([swapped[name] for name in FEATURES], axis=-1)
-    return calibration(forward), calibration(reverse)
+def _stacked(features: dict[str, np.ndarray], swap: bool = False) -> np.ndarray:
+    """Named (P,) features -> (P, F) in FEATURES order; swap: the roles of query and reference exchanged."""
+    if swap:
+        features = dict(features, query_coverage=features["reference_coverage"],
+                        reference_coverage=features["query_coverage"])
+    return np.stack([features[name] for name in FEATURES], axis=-1)
+
+
+def directional_scores(features: dict[str, np.ndarray], fitted: FittedCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) scores of "the query contains a copy of the reference" and of "the reference contains the query"
+    (its own calibration, or the first with the roles swapped when the record has none)."""
+    x = _stacked(features)
+    reverse = fitted.reverse(x) if fitted.reverse is not None else fitted.calibration(_stacked(features, swap=True))
+    return fitted.calibration(x), reverse
+
+
+def either_way_scores(features: dict[str, np.ndarray], calibration: Calibration) -> np.ndarray:
+    """(P,) probability that one image of each pair is a copy of the other: the larger of the two pair scores
+    with either image as the query (a pair of one collection has no query side)."""
+    return np.maximum(calibration(_stacked(features)), calibration(_stacked(features, swap=True)))
 
 
 def query_background_level(views: QueryViews, references: SearchIndex, background: SearchIndex | None,

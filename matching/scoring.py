@@ -10,10 +10,12 @@ Notation, for one query q and a candidate reference r:
            an identical descriptor to 1 whatever the query (flat, textured, busy images alike);
   cov_q    share of the query's area inside the region matched to r (local verification);
   cov_r    share of the reference's area inside the region matched in q.
-Direction: "q is a copy of r" is supported by how much of q the reference explains (cov_q: crops,
-recolourings, overlays) and by how much of r is present in q (cov_r: pastes, screenshots, memes),
-with different learned weights; the reverse direction, "r is a copy of q", is the same calibrated
-function with the two coverages swapped, so the two directions score differently.
+Direction: `score`, "q contains a copy of r" (the DISC2021 label: crops, pastes, screenshots and memes of r
+all count), is the probability the main calibration gives. `reverse_score`, "r contains q" (all of q's
+content is in r: a crop, a recolouring, an overlay of r, but not r pasted into another photo, a screenshot
+or a meme), has its own calibration over the same features, fitted on that label (FittedCalibration.reverse).
+A pair of one collection (dedup) is scored both ways by the main calibration with the roles swapped (the
+two coverages exchanged), and the larger is the probability that one is a copy of the other.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from copyscope.descriptors.errors import UserError
 
 def tail_level(similarities: np.ndarray, skip: int) -> np.ndarray:
     """(Q, K) similarities of each query to its nearest images, best first (-inf or nan where missing) ->
-    (Q,) mean of those at ranks >= skip (>= half the number found, in a collection too small for `skip`):
-    how similar unrelated images are to this query; the few copies of a query rank first and do not
-    move it. 0 for a query with nothing found."""
+    (Q,) mean of those at ranks >= skip (>= half the number found, and never rank 0, in a collection too
+    small for `skip`): how similar unrelated images are to this query; the few copies of a query rank
+    first and do not move it. 0 for a query with fewer than two found."""
     found = np.isfinite(similarities)
     count = found.sum(axis=1)
-    start = np.minimum(skip, count // 2)
+    start = np.maximum(1, np.minimum(skip, count // 2))
     take = found & (np.arange(similarities.shape[1])[None] >= start[:, None])
     total = np.where(take, similarities, 0).sum(axis=1)
     return (total / np.maximum(take.sum(axis=1), 1)).astype(np.float32)
@@ -90,6 +92,8 @@ class FittedCalibration:
 
     features: names of the (F,) inputs, in order. model: descriptor name. local: the local-feature
     settings (method, max_side, max_keypoints, ...). score_norm: how global scores were normalised.
+    reverse: the calibration of "the reference contains the query" over the same features (None: the
+    main calibration with the roles swapped).
     """
 
     calibration: Calibration
@@ -97,6 +101,7 @@ class FittedCalibration:
     model: str
     local: dict
     score_norm: str
+    reverse: Calibration | None = None
 
     def check(self, model: str, local: dict | None, score_norm: str, features: tuple[str, ...]) -> None:
         """Raise CalibrationMismatch unless this calibration was fitted for exactly these settings."""
@@ -112,15 +117,21 @@ class FittedCalibration:
                 "`copyscope index ... --calibration calibration.json`, or match with --rerank none")
 
     def to_dict(self) -> dict:
-        return {"weights": list(self.calibration.weights), "bias": self.calibration.bias,
-                "features": list(self.features), "model": self.model, "local": self.local,
-                "score_norm": self.score_norm}
+        out = {"weights": list(self.calibration.weights), "bias": self.calibration.bias,
+               "features": list(self.features), "model": self.model, "local": self.local,
+               "score_norm": self.score_norm}
+        if self.reverse is not None:
+            out |= {"reverse_weights": list(self.reverse.weights), "reverse_bias": self.reverse.bias}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> FittedCalibration:
         try:
+            reverse = None
+            if "reverse_weights" in d:
+                reverse = Calibration(tuple(float(w) for w in d["reverse_weights"]), float(d["reverse_bias"]))
             return cls(Calibration(tuple(float(w) for w in d["weights"]), float(d["bias"])), tuple(d["features"]),
-                       str(d["model"]), dict(d["local"]) if d["local"] else {}, str(d["score_norm"]))
+                       str(d["model"]), dict(d["local"]) if d["local"] else {}, str(d["score_norm"]), reverse)
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"not a calibration record ({e!r}): expected weights, bias, features, model, local, "
-                            "score_norm") from e
+                            "score_norm (and optionally reverse_weights, reverse_bias)") from e

@@ -26,7 +26,7 @@ import numpy as np
 from copyscope.matching.verification import Verification, hull_region
 
 INLIERS = "inlier_keypoints"
-BURST_IMAGES = 4
+BURST_IMAGES = 3
 FRAME_RADIUS = 0.04
 MIN_CONTENT_INLIERS = 4
 SIDES = ("query", "reference")
@@ -70,7 +70,7 @@ def frame_points(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequenc
 
 def inlier_points(evidences: Sequence[dict], side: str = "query") -> np.ndarray:
     """(N, 2) float32 points of every inlier on `side` of these pairs (an image's inliers to an ignore bank)."""
-    points = [xy for e in evidences if e.get("inliers") for xy in e[INLIERS][f"{side}_xy"]]
+    points = [xy for e in evidences if e.get("inliers") and e.get(INLIERS) for xy in e[INLIERS][f"{side}_xy"]]
     return np.asarray(points, np.float32).reshape(-1, 2)
 
 

@@ -349,11 +349,15 @@ class CopyIndex:
 
     def check_ignore(self, ignore: CopyIndex) -> None:
         """UserError unless `ignore` can be verified against like this index's references."""
-        self.check_background(ignore, "ignore")
-        if ignore.manifest["local"] != self.manifest["local"]:
-            raise UserError(f"ignore index {ignore.directory} stores other local features than the reference "
-                            f"index: {ignore.manifest['local']} != {self.manifest['local']}; build it with the same "
-                            "options (`copyscope index TEMPLATES --out DIR`, same --model and local features)")
+        ignore.check_ignore_for(self.spec, self.manifest["local"])
+
+    def check_ignore_for(self, spec: ModelSpec, local: dict | None) -> None:
+        """UserError unless this index can serve as an ignore bank for images of `spec` with `local` features."""
+        if self.spec != spec or self.manifest["local"] != local:
+            raise UserError(f"ignore index {self.directory} was made with another model or other local features "
+                            f"({self.spec.name}, {self.manifest['local']}) than the images it is checked against "
+                            f"({spec.name}, {local}); build it with the same options (`copyscope index TEMPLATES "
+                            "--out DIR`, same --model and local features)")
 
     def match(self, images: Sequence[tuple[str, str]], runner=None, *, k: int = 10,
               rerank: RerankOptions = RerankOptions(), background: CopyIndex | None = None,
@@ -391,7 +395,7 @@ class CopyIndex:
             self.check_background(background)
         if ignore is not None:
             self.check_ignore(ignore)
-        return self.calibration_for(rerank).calibration if rerank.mode != "none" else None
+        return self.calibration_for(rerank) if rerank.mode != "none" else None
 
     def _match_embedded(self, queries: EmbeddedQueries, runner, k: int, rerank: RerankOptions,
                         background: CopyIndex | None, calibration,
@@ -407,7 +411,13 @@ class CopyIndex:
         if rerank.mode != "none":
             chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)
             found = self._verify(views, cands, chosen, queries.local, runner, rerank, _stage(progress, "verify"))
-            ignored = self._ignored_keypoints(views, queries.local, ignore, runner, rerank) if ignore else {}
+            ignored = {}
+            if ignore is not None:
+                named = [(q, v) for q, v in zip(views.ids, views.full) if q in queries.local]
+                ignored = ignore.frame_points([q for q, _ in named], views.vectors[[v for _, v in named]],
+                                              lambda pairs: verify_through(runner, pairs, queries.local,
+                                                                           ignore.directory / CATALOG,
+                                                                           ignore.manifest["local"], rerank.geometry))
             keys = [(views.ids[cands.query[p]], int(cands.reference[p])) for p in chosen]
             keys = [key for key in keys if key in found]
             discounted = discount_frames(keys, [found[key] for key in keys], sides=("query",), ignored=ignored)
@@ -435,21 +445,20 @@ class CopyIndex:
         calibration.check(self.spec.name, self.manifest["local"], rerank.calibrated_as, FEATURES)
         return calibration
 
-    def _ignored_keypoints(self, views: QueryViews, local: dict[str, LocalFeatures], ignore: CopyIndex, runner,
-                           rerank: RerankOptions) -> dict[str, np.ndarray]:
-        """{query: (R, 2) points of its keypoints that are inliers to one of its IGNORE_CANDIDATES nearest
-        images of the `ignore` index}."""
-        index = ignore.search_index()
-        if index is None or not len(index):
+    def frame_points(self, names: Sequence, vectors: np.ndarray,
+                     verify: Callable[[dict], dict[tuple, dict]]) -> dict:
+        """This index as an ignore bank (known frames): (N,) image names and (N, D) descriptors, and
+        verify({name: [ids in this index]}) -> {(name, id): evidence} -> {name: (R, 2) points of the image's
+        keypoints that are inliers to one of its IGNORE_CANDIDATES nearest images here}."""
+        index = self.search_index()
+        if index is None or not len(index) or not len(names):
             return {}
-        _, ids = index.search(views.vectors[views.full], IGNORE_CANDIDATES)
-        pairs = {q: [int(i) for i in row if i >= 0] for q, row in zip(views.ids, ids) if q in local}
-        found = verify_through(runner, pairs, local, ignore.directory / CATALOG, ignore.manifest["local"],
-                               rerank.geometry)
-        by_query: dict[str, list[dict]] = {}
-        for (q, _), e in found.items():
-            by_query.setdefault(q, []).append(e)
-        return {q: inlier_points(evidences) for q, evidences in by_query.items()}
+        _, ids = index.search(vectors, IGNORE_CANDIDATES)
+        found = verify({name: [int(i) for i in row if i >= 0] for name, row in zip(names, ids)})
+        by_name: dict = {}
+        for (name, _), e in found.items():
+            by_name.setdefault(name, []).append(e)
+        return {name: inlier_points(evidences) for name, evidences in by_name.items()}
 
     def _verify(self, views: QueryViews, cands, chosen: np.ndarray, local: dict[str, LocalFeatures], runner,
                 rerank: RerankOptions, progress) -> dict[tuple[str, int], dict]:

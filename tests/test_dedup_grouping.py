@@ -4,6 +4,7 @@ import pytest
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.grouping import FileInfo, exact_clusters, keeper_ranks, star_groups
 from copyscope.matching.pairs import knn_pairs
+from copyscope.matching.reranking import RerankOptions
 
 
 def components(n, a, b):
@@ -88,7 +89,8 @@ def test_knn_self_join_equals_brute_force():
     x = unit(rng.normal(size=(200, 8)))
     index = SearchIndex.build(x, [str(i) for i in range(200)])
     k, floor = 4, 0.5
-    got, level = knn_pairs(x, index, k, floor, self_join=True, skip=2, batch_size=64)
+    got, level = knn_pairs(x, index, k, floor, self_join=True, batch_size=64,
+                           level=RerankOptions(background_skip=1, background_k=5))
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
     expected = {}
@@ -100,8 +102,8 @@ def test_knn_self_join_equals_brute_force():
     assert len(got) == len(expected)  # each unordered pair once
     for a, b, s in zip(got.a, got.b, got.global_score):
         assert s == pytest.approx(expected[(a, b)], abs=1e-5)
-    # background level: mean of ranks 2.. of the k + 1 neighbours searched (rank 0 is the image itself)
-    assert level == pytest.approx(np.sort(sims, axis=1)[:, ::-1][:, 1:k].mean(axis=1), abs=1e-5)
+    # background level: mean of the neighbours ranked 1..5, the image itself left out (searched wider than k)
+    assert level == pytest.approx(np.sort(sims, axis=1)[:, ::-1][:, 1:6].mean(axis=1), abs=1e-5)
 
 
 def test_knn_cross_join_keeps_direction():

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ def test_background_level_normalise_and_stretch():
     np.testing.assert_allclose(stretch(np.ones((2, 1)), level)[:, 0], [1.0, 1.0])  # identical -> 1
     assert tail_level(np.zeros((3, 0)), skip=5).shape == (3,)
     np.testing.assert_allclose(tail_level(np.full((1, 4), -np.inf), skip=1), [0.0])
+    np.testing.assert_allclose(tail_level(np.array([[0.95, -np.inf]]), skip=8), [0.0])  # the copy alone: no level
 
 
 def test_calibration_is_a_probability_and_monotone_in_positive_weights():
@@ -33,3 +36,23 @@ def test_fit_logistic_separates_labelled_pairs():
     assert w[0] > 0 and w[2] < 0 and abs(w[1]) < 0.3 * w[0]
     accuracy = ((Calibration(tuple(w), b)(x) > 0.5) == (y > 0)).mean()
     assert accuracy > 0.95
+
+
+def test_a_fitted_calibration_carries_its_reverse_direction():
+    from copyscope.matching.reranking import FEATURES, directional_scores, either_way_scores
+    from copyscope.matching.scoring import FittedCalibration
+
+    weight = {"query_coverage": 4.0, "reference_coverage": -4.0}
+    forward = Calibration(tuple(weight.get(name, 0.0) for name in FEATURES), 0.0)
+    reverse = Calibration(tuple([0.0] * len(FEATURES)), 2.0)
+    fitted = FittedCalibration(forward, FEATURES, "sscd", {}, "stretch", reverse)
+    again = FittedCalibration.from_dict(json.loads(json.dumps(fitted.to_dict())))
+    assert again == fitted
+    features = {name: np.zeros(2) for name in FEATURES} | {"query_coverage": np.array([1.0, 0.0]),
+                                                          "reference_coverage": np.array([0.0, 1.0])}
+    score, rev = directional_scores(features, fitted)
+    np.testing.assert_allclose(rev, 1 / (1 + np.exp(-2.0)))  # its own calibration
+    assert score[0] > 0.9 > 0.1 > score[1]
+    _, swapped = directional_scores(features, FittedCalibration(forward, FEATURES, "sscd", {}, "stretch"))
+    np.testing.assert_allclose(swapped, score[::-1])  # no reverse record: the roles swapped
+    np.testing.assert_allclose(either_way_scores(features, forward), score.max())  # a pair of one collection

@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="none: global scores; verify: + local verification; full: + region search (default)")
     p.add_argument("--background", default=None, help="index of background images for score normalisation")
     p.add_argument("--score-norm", default="stretch", choices=SCORE_NORMS,
-                   help="with --background: stretch (default) or subtract (SSCD: score - beta * background level)")
+                   help="how the background level normalises global scores: stretch (default) or subtract (SSCD: "
+                        "score - beta * level)")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the background level with subtract")
     p.add_argument("--ignore", default=None,
                    help="index of known frames whose matches do not count: app screenshots, meme templates, logos")

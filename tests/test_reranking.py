@@ -88,8 +88,11 @@ def test_full_rerank_finds_a_pasted_copy_and_explains_it(paste_set):
     assert len(rows) == len(m)
     pasted = next(r for r in rows if r["query_id"] == "chelsea_pasted" and r["reference_id"] == "chelsea")
     assert pasted["inliers"] >= 10 and pasted["reference_coverage"] > pasted["query_coverage"]
-    # the whole reference lies inside the query: "query is a copy of reference" beats the reverse
-    assert pasted["score"] > pasted["reverse_score"]
+    # the whole reference lies inside the query: "the query contains a copy of the reference", not the reverse;
+    # a crop lies inside its reference: both
+    assert pasted["score"] > 0.5 > pasted["reverse_score"]
+    crop = next(r for r in rows if r["query_id"] == "crop" and r["reference_id"] == "astronaut")
+    assert crop["score"] > 0.5 and crop["reverse_score"] > 0.5
     x0, y0, x1, y1 = pasted["query_box"]
     assert x0 >= 280 and y0 >= 310  # the matched region lies in the pasted area
 

@@ -315,20 +315,14 @@ def check_inputs(args) -> None:
     command = args.command
     if command == "index" and args.ref_dir is not None:
         folder(args.ref_dir, "reference images")
-    elif command == "match":
-        if args.query_dir is not None:
+    elif command in ("match", "dedup"):
+        if command == "dedup":
+            folder(args.folder, "images to dedup")
+        elif args.query_dir is not None:
             folder(args.query_dir, "query images")
-        index(args.index, "--index")
-        if args.background:
-            index(args.background, "--background")
-        if args.ignore:
-            index(args.ignore, "--ignore")
-    elif command == "dedup":
-        folder(args.folder, "images to dedup")
-        if args.index:
-            index(args.index, "--index")
-        if args.ignore:
-            index(args.ignore, "--ignore")
+        for option in ("index", "background", "ignore"):  # match requires --index; the others are optional
+            if getattr(args, option, None):
+                index(getattr(args, option), f"--{option}")
     elif command == "evaluate":
         file(args.gt_csv, "a ground truth CSV (query_id,reference_id), e.g. BENCH/ground_truth.csv")
         file(args.pred_csv, "a matches CSV (query_id,reference_id,score) written by `copyscope match`")

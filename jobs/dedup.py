@@ -101,11 +101,6 @@ class DedupOptions:
             raise UserError(f"thresholds must satisfy 0 <= review ({self.review_threshold}) <= act "
                             f"({self.act_threshold}) <= 1: a link safe to act on is also worth a review")
 
-    @property
-    def threshold(self) -> float:
-        """The least probability of a link: the review threshold."""
-        return self.review_threshold
-
 
 @dataclass(frozen=True)
 class DedupSummary:
@@ -271,7 +266,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     pair_rows = [(link.path, link.linked_to, 1.0, True, "exact", 1.0, 0, 1.0) for g in groups for link in g.links
                  if link.kind == "exact"]
     for scored, other in ((near, table.paths), (ref, ref_paths)):
-        p, edges = scored.pairs, scored.edges(options.threshold, options.min_inliers)
+        p, edges = scored.pairs, scored.edges(options.review_threshold, options.min_inliers)
         pair_rows += [(table.paths[a], other[b], round(float(s), 6), bool(e), "near", round(float(g), 6), int(n),
                        round(float(c), 4))
                       for a, b, s, e, g, n, c in zip(p.a, p.b, scored.score, edges, p.global_score, scored.inliers,

@@ -31,11 +31,11 @@ class Pairs:
 
 
 def knn_pairs(vectors: np.ndarray, index: SearchIndex, k: int, floor: float, *, self_join: bool,
-              level: RerankOptions = RerankOptions(), batch_size: int = 4096,
+              rerank: RerankOptions = RerankOptions(), batch_size: int = 4096,
               progress: bool = False) -> tuple[Pairs, np.ndarray]:
     """(N, D) vectors searched against `index` (top k) -> pairs with global score >= floor, and (N,)
     float32 background level of each vector, by the rule `match` uses (`reranking.query_background_level`):
-    `scoring.tail_level` of its neighbours ranked level.background_skip .. + background_k (itself left out
+    `scoring.tail_level` of its neighbours ranked rerank.background_skip .. + background_k (itself left out
     in a self join): how similar unrelated images of this collection are to it.
 
     self_join: `index` holds `vectors` in the same rows; self matches are dropped and each unordered
@@ -43,12 +43,12 @@ def knn_pairs(vectors: np.ndarray, index: SearchIndex, k: int, floor: float, *, 
     """
     parts = []
     levels = np.zeros(len(vectors), np.float32)
+    wide = max(k, rerank.background_skip + rerank.background_k) + int(self_join)  # enough for the level too
     with tqdm(total=len(vectors), desc="search", unit="img", disable=not progress) as bar:
         for start in range(0, len(vectors), batch_size):
-            wide = max(k, level.background_skip + level.background_k) + int(self_join)
             scores, rows = index.search(vectors[start:start + batch_size], wide)
             neighbours = scores[:, int(self_join):]  # a self join finds the image itself first
-            levels[start:start + len(scores)] = tail_level(neighbours, level.background_skip)
+            levels[start:start + len(scores)] = tail_level(neighbours, rerank.background_skip)
             scores, rows = scores[:, :k + int(self_join)], rows[:, :k + int(self_join)]
             a = np.repeat(np.arange(start, start + len(scores)), scores.shape[1])
             b, s = rows.ravel(), scores.ravel()

@@ -340,16 +340,11 @@ class CopyIndex:
         boxes = np.stack([b for _, b, _ in flat]) if flat else np.empty((0, 4), np.int32)
         return EmbeddedQueries(QueryViews(names, view_query, boxes, vectors, whole), features, failures)
 
-    def check_background(self, background: CopyIndex, role: str = "background") -> None:
-        """UserError unless `background` (a background or ignore index) was made with this index's model."""
+    def check_background(self, background: CopyIndex) -> None:
         for key in ("model", "descriptor"):
             if background.manifest[key] != self.manifest[key]:
-                raise UserError(f"{role} index {background.directory} was made with another {key} than the "
+                raise UserError(f"background index {background.directory} was made with another {key} than the "
                                 f"reference index: {background.manifest[key]} != {self.manifest[key]}")
-
-    def check_ignore(self, ignore: CopyIndex) -> None:
-        """UserError unless `ignore` can be verified against like this index's references."""
-        ignore.check_ignore_for(self.spec, self.manifest["local"])
 
     def check_ignore_for(self, spec: ModelSpec, local: dict | None) -> None:
         """UserError unless this index can serve as an ignore bank for images of `spec` with `local` features."""
@@ -394,7 +389,7 @@ class CopyIndex:
         if background is not None:
             self.check_background(background)
         if ignore is not None:
-            self.check_ignore(ignore)
+            ignore.check_ignore_for(self.spec, self.manifest["local"])
         return self.calibration_for(rerank) if rerank.mode != "none" else None
 
     def _match_embedded(self, queries: EmbeddedQueries, runner, k: int, rerank: RerankOptions,
@@ -411,17 +406,10 @@ class CopyIndex:
         if rerank.mode != "none":
             chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)
             found = self._verify(views, cands, chosen, queries.local, runner, rerank, _stage(progress, "verify"))
-            ignored = {}
-            if ignore is not None:
-                named = [(q, v) for q, v in zip(views.ids, views.full) if q in queries.local]
-                ignored = ignore.frame_points([q for q, _ in named], views.vectors[[v for _, v in named]],
-                                              lambda pairs: verify_through(runner, pairs, queries.local,
-                                                                           ignore.directory / CATALOG,
-                                                                           ignore.manifest["local"], rerank.geometry))
-            keys = [(views.ids[cands.query[p]], int(cands.reference[p])) for p in chosen]
-            keys = [key for key in keys if key in found]
-            discounted = discount_frames(keys, [found[key] for key in keys], sides=("query",), ignored=ignored)
-            found |= dict(zip(keys, discounted))
+            ignored = self._ignored_points(views, queries.local, ignore, runner, rerank) if ignore else {}
+            keys = list(found)
+            found = dict(zip(keys, discount_frames(keys, [found[key] for key in keys], sides=("query",),
+                                                   ignored=ignored)))
             for p in chosen:
                 evidence[p] = found.get((views.ids[cands.query[p]], int(cands.reference[p])), {})
         features = pair_features(cands, level, evidence, rerank)
@@ -459,6 +447,15 @@ class CopyIndex:
         for (name, _), e in found.items():
             by_name.setdefault(name, []).append(e)
         return {name: inlier_points(evidences) for name, evidences in by_name.items()}
+
+    @staticmethod
+    def _ignored_points(views: QueryViews, local: dict[str, LocalFeatures], ignore: CopyIndex, runner,
+                        rerank: RerankOptions) -> dict[str, np.ndarray]:
+        """{query: (R, 2) points of its keypoints that map to a known frame of the `ignore` index}."""
+        named = [(q, v) for q, v in zip(views.ids, views.full) if q in local]
+        return ignore.frame_points([q for q, _ in named], views.vectors[[v for _, v in named]],
+                                   lambda pairs: verify_through(runner, pairs, local, ignore.directory / CATALOG,
+                                                                ignore.manifest["local"], rerank.geometry))
 
     def _verify(self, views: QueryViews, cands, chosen: np.ndarray, local: dict[str, LocalFeatures], runner,
                 rerank: RerankOptions, progress) -> dict[tuple[str, int], dict]:

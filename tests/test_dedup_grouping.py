@@ -90,7 +90,7 @@ def test_knn_self_join_equals_brute_force():
     index = SearchIndex.build(x, [str(i) for i in range(200)])
     k, floor = 4, 0.5
     got, level = knn_pairs(x, index, k, floor, self_join=True, batch_size=64,
-                           level=RerankOptions(background_skip=1, background_k=5))
+                           rerank=RerankOptions(background_skip=1, background_k=5))
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
     expected = {}

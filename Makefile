@@ -18,6 +18,10 @@ install:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
 	  echo "no chromium: the report screenshot test will be skipped"
+	@# PostgreSQL server binaries for the storage tests (they start their own server; required).
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
+	  echo "no PostgreSQL server binaries: install Debian's postgresql, or the storage tests will fail"
 
 # The whole pipeline on photos that ship with the packages, about a minute; writes ./copyscope-demo/.
 demo:

@@ -17,6 +17,7 @@ from copyscope.jobs.dedup import DEFAULT_ACT_THRESHOLD, DEFAULT_REVIEW_THRESHOLD
 from copyscope.jobs.dedup_actions import ACTIONS
 from copyscope.matching.grouping import KEEP_RULES
 from copyscope.pipeline.embedding import EmbedSettings
+from copyscope.pipeline.bank_store import ROLES
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.matching.reranking import RERANK_MODES, SCORE_NORMS, RerankOptions
 
@@ -41,6 +42,12 @@ def _stored_features_args(p: argparse.ArgumentParser, methods: tuple[str, ...], 
                    help="store all 1000 keypoints as raw descriptors (~95 KB an image) instead of the compact default")
     p.add_argument("--calibration", default=None,
                    help=f"calibration JSON from benchmarks/calibrate.py (default: {calibration_default})")
+
+
+def _service_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data folder of the service (its index cache, default database)")
+    p.add_argument("--db", default=None, help="database URL: sqlite:///PATH (default DATA/copyscope.sqlite) or "
+                   "postgresql://USER@HOST:PORT/NAME")
 
 
 def _settings(args, device: str) -> EmbedSettings:
@@ -75,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("match", help="match a folder of query images against an index")
     p.add_argument("query_dir", nargs="?", default=None, help="folder of query images (or --descriptors)")
-    p.add_argument("--index", required=True, help="index folder made by `copyscope index`")
-    p.add_argument("--out", required=True, help="matches CSV: query_id,reference_id,score")
+    p.add_argument("--index", default=None, help="index folder made by `copyscope index`")
+    p.add_argument("--out", default=None, help="matches CSV: query_id,reference_id,score (with --data: optional, "
+                   "one row per decision)")
+    p.add_argument("--data", default=None, help="instead of --index: a service data folder; the images are a "
+                   "backlog of uploads matched against its banks and recorded like `POST /v1/match`")
+    p.add_argument("--db", default=None, help="with --data: the service database (default DATA/copyscope.sqlite)")
+    p.add_argument("--banks", default=None, help="with --data: comma-separated banks (default: every enabled one)")
     p.add_argument("--k", type=int, default=10, help="candidates per query")
     p.add_argument("--rerank", default="full", choices=RERANK_MODES,
                    help="none: global scores; verify: + local verification; full: + region search (default)")
@@ -156,6 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
 
+    p = sub.add_parser("serve", help="match uploads online against banks of known images (HTTP API, review page)")
+    _service_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8321)
+    p.add_argument("--model", default="sscd", help="model of a new database (an existing one keeps its own)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    keys = sub.add_parser("keys", help="API keys of a service: create (printed once), list, revoke")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    p = keys_sub.add_parser("create", help="a new key, printed once (only its hash is stored)")
+    _service_args(p)
+    p.add_argument("--role", required=True, choices=ROLES, help="matcher: match and read its own results; "
+                   "curator: also banks, items and reviews; admin: everything")
+    p.add_argument("--name", required=True, help="who holds the key (shown in the audit log)")
+    p = keys_sub.add_parser("list", help="every key: name, role, prefix, created, revoked")
+    _service_args(p)
+    p = keys_sub.add_parser("revoke", help="revoke a key by name (its requests get 401 from then on)")
+    _service_args(p)
+    p.add_argument("--name", required=True)
+
     p = sub.add_parser("doctor", help="versions, devices, Ray address and model files; the fix for what is missing")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     attach_examples(parser)
@@ -210,6 +242,10 @@ def run_match(args) -> dict:
 
     if (args.query_dir is None) == (args.descriptors is None):
         raise UserError("give a folder of query images, or --descriptors PATH (not both)")
+    if args.data is not None:
+        return _run_backlog(args)
+    if args.index is None or args.out is None:
+        raise UserError("give --index DIR and --out CSV (or --data DIR to match a backlog against service banks)")
     if args.descriptors:
         return asdict(match_embeddings_file(args.descriptors, args.index, args.out, k=args.k,
                                             background_dir=args.background))
@@ -224,6 +260,39 @@ def run_match(args) -> dict:
                            use_gpu=device.startswith("cuda") and gpu_search_available(),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
+
+
+def _run_backlog(args) -> dict:
+    from copyscope.jobs.backlog import match_backlog
+
+    if args.index is not None or args.descriptors is not None:
+        raise UserError("--data matches a folder of images against the service's banks: drop --index/--descriptors")
+    banks = [b.strip() for b in args.banks.split(",") if b.strip()] if args.banks else None
+    return match_backlog(args.query_dir, args.data, args.db, banks=banks, out_csv=args.out,
+                         settings=_settings(args, _device(args, "sscd")), ray_address=args.ray_address,
+                         use_ray=_use_ray(args), progress=not args.quiet)
+
+
+def run_serve(args) -> int:
+    from copyscope.jobs.serve import serve
+
+    return serve(args.data, args.db, args.host, args.port, model=args.model, log_level=args.log_level)
+
+
+def run_keys(args):
+    from copyscope.pipeline.bank_db import Database, default_url
+    from copyscope.pipeline.bank_store import Actor, BankStore
+
+    store = BankStore(Database.connect(args.db or default_url(args.data)))
+    actor = Actor("cli", "admin")
+    if args.keys_command == "create":
+        print(store.create_key(actor, args.name, args.role))
+        print(f"key {args.name!r} ({args.role}): shown once, store it now", file=sys.stderr)
+        return 0
+    if args.keys_command == "revoke":
+        store.revoke_key(actor, args.name)
+        return {"revoked": args.name}
+    return {"keys": store.keys()}
 
 
 def run_dedup(args) -> dict:
@@ -345,7 +414,8 @@ def gpu_search_available() -> bool:
 
 
 COMMANDS = {"index": run_index, "match": run_match, "evaluate": run_evaluate, "benchmark": run_benchmark_make,
-            "show": run_show, "dedup": run_dedup, "demo": run_demo, "doctor": run_doctor}
+            "show": run_show, "dedup": run_dedup, "demo": run_demo, "doctor": run_doctor, "serve": run_serve,
+            "keys": run_keys}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -283,18 +283,16 @@ class CopyIndex:
         return PrepareOptions(cfg.to_dict(), regions=regions, local=self.local if local else None,
                               pixel_hash=pixel_hash)
 
-    def add_images(self, images: Sequence[tuple[str, str]], runner=None, *, stamps: dict[str, str] | None = None,
-                   on_batch: Callable[[int], None] | None = None, progress: Callable[[int], None] | None = None) -> int:
-        """Embed (name, path) images and store them batch by batch (a killed job keeps every committed batch)
-        -> how many were stored; unreadable files are recorded as failures.
+    def references(self, images: Sequence[tuple[str, str]], runner=None, *,
+                   stamps: dict[str, str] | None = None) -> Iterator[tuple[list[Reference], list[tuple[str, str, str]]]]:
+        """Embed (name, path) images -> per batch, (references to store, (name, stamp, reason) failures).
 
-        stamps: name -> file stamp (default: read now). on_batch(n): called after each committed batch.
-        progress(n): called with the number of images of each batch."""
+        stamps: name -> file stamp (default: read now)."""
         runner = runner or LocalRunner()
         rows = [{"id": n, "path": p, "stamp": (stamps or {}).get(n) or file_stamp(p)} for n, p in images]
-        prepare, stored = self.prepare_options(pixel_hash=bool(self.manifest["pixel_hash"])), 0
+        prepare = self.prepare_options(pixel_hash=bool(self.manifest["pixel_hash"]))
         method = self.local.method if self.local else None
-        for batch_no, batch in enumerate(runner.embed(rows, self.spec, prepare)):
+        for batch in runner.embed(rows, self.spec, prepare):
             refs, failed = [], []
             for i, (name, stamp, error) in enumerate(zip(batch["id"], batch["stamp"], batch["error"])):
                 if error:
@@ -303,13 +301,24 @@ class CopyIndex:
                 local = row_local_features(batch, i, method) if method else None
                 digest = str(batch["pixel_hash"][i]) if prepare.pixel_hash else ""
                 refs.append(Reference(str(name), str(stamp), batch["embedding"][i], local, digest))
+            yield refs, failed
+
+    def add_images(self, images: Sequence[tuple[str, str]], runner=None, *, stamps: dict[str, str] | None = None,
+                   on_batch: Callable[[int], None] | None = None, progress: Callable[[int], None] | None = None) -> int:
+        """Embed (name, path) images and store them batch by batch (a killed job keeps every committed batch)
+        -> how many were stored; unreadable files are recorded as failures.
+
+        stamps: name -> file stamp (default: read now). on_batch(n): called after each committed batch.
+        progress(n): called with the number of images of each batch."""
+        stored = 0
+        for batch_no, (refs, failed) in enumerate(self.references(images, runner, stamps=stamps)):
             self.add(refs)
             self.record_failures(failed)
             stored += len(refs)
             if on_batch:
                 on_batch(batch_no)
             if progress:
-                progress(len(batch["id"]))
+                progress(len(refs) + len(failed))
         return stored
 
     # ---------------------------------------------------------------- match

@@ -16,3 +16,19 @@ def ray_local():
     quiet_ray_data()
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One private PostgreSQL server for the session; fails (never skips) without the binaries."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """URL of a fresh, empty database on the session's server (one per test)."""
+    return postgres_server.new_database()

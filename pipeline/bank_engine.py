@@ -1,0 +1,281 @@
+"""Banks matched online: one CopyIndex in memory kept in step with the bank database (pipeline.bank_store).
+
+    engine = BankEngine.open("data")                       # or open("data", "postgresql://...")
+    item, created = engine.add_item(actor, "known", "c1", {}, image_bytes)   # matchable when this returns
+    record = engine.match(actor, upload_bytes)             # recorded; decisions by each bank's thresholds
+
+The database is the source of truth. DATA/index is this process's cache of it: a CopyIndex whose
+references are named by item key and hold exactly the items that are enabled in an enabled bank.
+Every write goes to the database first (one transaction with its audit and change rows), then the
+engine applies the change log up to the write before the call returns; a poller applies what other
+processes wrote. On open, the cache is reconciled with the database (missing items put back from their
+stored descriptors, nothing embedded again; extra ones removed), so a process killed at any moment
+restarts in step. One process owns a data folder (a lock file); several processes share a PostgreSQL
+database, each with its own data folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from copyscope.descriptors.errors import UserError
+from copyscope.matching.compact_features import compact
+from copyscope.matching.local_features import LocalSpec, from_bytes, to_bytes
+from copyscope.matching.reranking import RerankOptions
+from copyscope.pipeline.bank_db import Database, default_url, without_password
+from copyscope.pipeline.bank_store import ENGINE_SETTINGS, Actor, BankStore, Item, NewItem, NotFound
+from copyscope.pipeline.catalog import Reference
+from copyscope.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, image_size
+from copyscope.pipeline.engine import CopyIndex, MatchResult
+from copyscope.pipeline.index_files import is_index_dir
+from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.runners import LocalRunner
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MATCH_THRESHOLD = 0.9  # the dedup act threshold: precision >= 0.95 on held-out benchmarks
+DEFAULT_REVIEW_THRESHOLD = 0.5
+EVIDENCE_KEYS = ("inliers", "matches", "inlier_ratio", "query_box", "reference_box", "query_coverage",
+                 "reference_coverage", "frame_inliers", "whole_image_score", "best_view_score", "mirrored")
+
+
+def decisions(rows: list[dict], items: dict[str, Item], thresholds: dict[str, tuple[float, float]]) -> list[dict]:
+    """Engine explain rows of one query (MatchResult.explain) -> the service's matches, best first: rows whose
+    item is in one of the banks of `thresholds` (bank -> (match, review) threshold) and that score at least
+    that bank's review threshold."""
+    out = []
+    for row in rows:
+        item = items.get(row["reference_id"])
+        if item is None or item.bank not in thresholds:
+            continue
+        match_at, review_at = thresholds[item.bank]
+        if row["score"] < review_at:
+            continue
+        evidence = {key: row[key] for key in EVIDENCE_KEYS if key in row}
+        out.append({"bank": item.bank, "content_id": item.content_id, "score": round(row["score"], 6),
+                    "reverse_score": None if row["reverse_score"] is None else round(row["reverse_score"], 6),
+                    "decision": "match" if row["score"] >= match_at else "review", "metadata": item.metadata,
+                    "sha256": item.sha256,
+                    "evidence": evidence})
+    return sorted(out, key=lambda m: -m["score"])
+
+
+class BankEngine:
+    """The matchable items of every enabled bank, in memory, over a data folder and a database."""
+
+    def __init__(self, data_dir: Path, store: BankStore, index: CopyIndex, lock_file, *,
+                 rerank: RerankOptions = RerankOptions(), max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.data_dir, self.store, self.index = data_dir, store, index
+        self.rerank, self.max_pixels = rerank, max_pixels
+        self.runner = LocalRunner()
+        self.applied = 0  # the last change of the log this engine reflects
+        self._lock = threading.RLock()
+        self._lock_file = lock_file
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike, db_url: str | None = None, *, model: str = "sscd",
+             local: LocalSpec | None = LocalSpec(), **options) -> BankEngine:
+        """Open (or create) a data folder over `db_url` (default: DATA/copyscope.sqlite). The first open of a
+        database records its model and local features; later opens use those (`model` is then ignored)."""
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = _lock(data_dir)
+        db = Database.connect(db_url or default_url(data_dir))
+        store = BankStore(db)
+        wanted = {"model": ModelSpec(model).to_dict(), "local": local.to_dict() if local else None}
+        settings = store.claim_setting(ENGINE_SETTINGS, wanted)
+        spec = ModelSpec.from_dict(settings["model"])
+        local = LocalSpec(**settings["local"]) if settings["local"] else None
+        index_dir = data_dir / "index"
+        if is_index_dir(index_dir):
+            index = CopyIndex.open(index_dir)
+            if index.manifest["model"] != settings["model"] or index.manifest["local"] != settings["local"]:
+                raise UserError(f"{index_dir} was built for another model or local features than the database "
+                                f"{without_password(db.url)} records ({settings}); it is only a cache: delete it, or use "
+                                "another --data")
+        else:
+            index = CopyIndex.create(index_dir, spec, local=local)
+        engine = cls(data_dir, store, index, lock_file, **options)
+        engine.reconcile()
+        return engine
+
+    def close(self) -> None:
+        self.stop_polling()
+        with self._lock:
+            self.index.save()
+            self.index.close()
+            self.store.db.close()
+        self._lock_file.close()
+
+    # ---------------------------------------------------------------- in step with the database
+    def reconcile(self) -> None:
+        """Make the engine hold exactly the matchable items (read from their stored descriptors)."""
+        with self._lock:
+            seq = self.store.last_change()  # changes after it are replayed by sync (puts/removes are idempotent)
+            want = self.store.matchable_keys()
+            have = set(self.index.names().values())
+            self._put(sorted(want - have))
+            self.index.remove(sorted(have - want))
+            self.index.save()
+            self.applied = seq
+            self.sync()
+            log.info("engine holds %d items (change %d)", len(self.index), self.applied)
+
+    def sync(self) -> int:
+        """Apply every change logged since the last one applied -> how many items it touched."""
+        touched = 0
+        with self._lock:
+            while True:
+                seq, keys = self.store.changes_since(self.applied)
+                if not keys:
+                    return touched
+                active = self._put(keys)
+                self.index.remove([k for k in keys if k not in active])
+                self.applied, touched = seq, touched + len(keys)
+
+    def _put(self, keys: list[str]) -> set[str]:
+        """Store the matchable ones among `keys` in the engine from the database -> those keys."""
+        method = self.index.local.method if self.index.local else None
+        refs = [Reference(key, "db", np.frombuffer(emb, np.float32), from_bytes(feat, method) if method else None)
+                for key, emb, feat in self.store.matchable(keys)]
+        for start in range(0, len(refs), 1000):
+            self.index.add(refs[start:start + 1000])
+        return {r.name for r in refs}
+
+    def in_step(self) -> bool:
+        return self.applied == self.store.last_change()
+
+    def start_polling(self, interval: float = 0.25) -> None:
+        """Apply other processes' writes within `interval` seconds (a daemon thread)."""
+        def poll():
+            while not self._stop.wait(interval):
+                try:
+                    if self.store.last_change() != self.applied:
+                        self.sync()
+                except Exception:  # a database hiccup: log it, keep polling; /readyz reports the lag
+                    log.exception("syncing with the database failed")
+
+        self._poller = threading.Thread(target=poll, name="copyscope-sync", daemon=True)
+        self._poller.start()
+
+    def stop_polling(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
+    # ---------------------------------------------------------------- writes
+    def add_item(self, actor: Actor, bank: str, content_id: str, metadata: dict, image: bytes) -> tuple[Item, bool]:
+        """Embed and store an image as an item of `bank` -> (item, created). The same content_id with the same
+        image again is (the stored item, False); with another image, Conflict. DecodeError for a bad image."""
+        digest = hashlib.sha256(image).hexdigest()
+        existing = self.store.existing_item(bank, content_id, digest)
+        if existing is not None:
+            return existing, False
+        width, height = image_size(image)
+        with self._lock, _temp_file(self.data_dir, image) as path:
+            refs, failed = next(self.index.references([("upload", path)], self.runner, stamps={"upload": digest}))
+            if failed:
+                raise DecodeError(failed[0][2])
+            ref = refs[0]
+            features = to_bytes(compact(ref.local, self.index.local)) if ref.local is not None else None
+            new = NewItem(digest, width, height, image, np.asarray(ref.embedding, np.float32).tobytes(), features)
+            item, created = self.store.add_item(actor, bank, content_id, metadata, new)
+            self.sync()
+        return item, created
+
+    def write(self, operation, *args, **kwargs):
+        """Run a store write (BankStore.update_item, delete_item, update_bank, delete_bank), then apply it."""
+        with self._lock:
+            out = operation(*args, **kwargs)
+            self.sync()
+        return out
+
+    # ---------------------------------------------------------------- match
+    def match(self, actor: Actor, image: bytes, banks: list[str] | None = None, external_id: str | None = None,
+              ) -> dict:
+        """Match one upload against `banks` (default: every enabled bank) -> the recorded match:
+        {"match_id", "created", "matches": [...best first]}. DecodeError for a bad image, NotFound for an
+        unknown bank."""
+        chosen = self._banks(banks)
+        with self._lock, _temp_file(self.data_dir, image) as path:
+            result = self.index.match([("upload", path)], self.runner, rerank=self.rerank)
+        if result.failures:
+            raise DecodeError(result.failures[0].reason)
+        items = self.store.items_by_key(list(dict.fromkeys(result.reference)))
+        matches = decisions(result.explain, items, {b.name: (b.match_threshold, b.review_threshold) for b in chosen})
+        kept = (hashlib.sha256(image).hexdigest(), image) if matches else None
+        return self.store.record_match(actor, external_id, [b.name for b in chosen], matches, kept)
+
+    def match_files(self, actor: Actor, images: list[tuple[str, str]], runner, banks: list[str] | None = None,
+                    progress=None) -> tuple[list[dict], list]:
+        """A backlog: (external_id, path) files matched in one batch through `runner` (e.g. on Ray), each
+        recorded like an online match -> (records, failures)."""
+        chosen = self._banks(banks)
+        thresholds = {b.name: (b.match_threshold, b.review_threshold) for b in chosen}
+        with self._lock:
+            result = self.index.match(images, runner, rerank=self.rerank, progress=progress)
+        items = self.store.items_by_key(list(dict.fromkeys(result.reference)))
+        rows: dict[str, list[dict]] = {}
+        for row in result.explain:
+            rows.setdefault(row["query_id"], []).append(row)
+        paths = dict(images)
+        records = []
+        for name in result.queries:
+            matches = decisions(rows.get(name, []), items, thresholds)
+            kept = None
+            if matches:
+                data = Path(paths[name]).read_bytes()
+                kept = (hashlib.sha256(data).hexdigest(), data)
+            records.append(self.store.record_match(actor, name, [b.name for b in chosen], matches, kept,
+                                                   batch="backlog"))
+        return records, result.failures
+
+    def _banks(self, names: list[str] | None):
+        banks = {b.name: b for b in self.store.banks()}
+        if names is None:
+            return [b for b in banks.values() if b.enabled]
+        unknown = [n for n in names if n not in banks]
+        if unknown:
+            raise NotFound(f"no bank {unknown[0]!r}")
+        return [banks[n] for n in dict.fromkeys(names) if banks[n].enabled]
+
+    def items_held(self) -> int:
+        return len(self.index)
+
+
+@contextlib.contextmanager
+def _temp_file(data_dir: Path, data: bytes):
+    """The bytes in a private temp file under DATA/tmp (removed after)."""
+    folder = data_dir / "tmp"
+    folder.mkdir(exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=folder, prefix="upload-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _lock(data_dir: Path):
+    """An exclusive lock on DATA/serve.lock for this process's life (released by the OS on any exit)."""
+    f = open(data_dir / "serve.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise UserError(f"{data_dir} is in use by another copyscope process: give each server its own --data "
+                        "(they may share one --db)") from None
+    return f

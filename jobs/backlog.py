@@ -1,5 +1,8 @@
-"""`match QUERY_DIR --data DIR`: a backlog of uploads matched in batch (on Ray for large folders) against the
-banks of a service database, each upload recorded as `POST /v1/match` records it (pipeline.bank_engine)."""
+"""Batch work on a service's banks without HTTP (pipeline.bank_engine), on Ray for large folders:
+
+- `match QUERY_DIR --data DIR`: a backlog of uploads matched against the banks, each upload recorded as
+  `POST /v1/match` records it;
+- `banks import FOLDER --data DIR --bank NAME`: a folder added to a bank, content_id = image id."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import time
 from tqdm import tqdm
 
 from copyscope.pipeline.atomic import atomic_write
-from copyscope.pipeline.bank_engine import BankEngine
+from copyscope.pipeline.bank_engine import DEFAULT_MATCH_THRESHOLD, DEFAULT_REVIEW_THRESHOLD, BankEngine
 from copyscope.pipeline.bank_store import Actor
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.failures import Failure, write_failures_csv
@@ -19,6 +22,30 @@ from copyscope.pipeline.ray_runtime import choose_runner
 from copyscope.jobs.match import failures_path
 
 BACKLOG_ACTOR = Actor("backlog", "admin")
+IMPORT_ACTOR = Actor("import", "admin")
+
+
+def import_folder(folder: str | os.PathLike, data_dir: str | os.PathLike, db_url: str | None, bank: str, *,
+                  model: str = "sscd", settings: EmbedSettings = EmbedSettings(), ray_address: str | None = None,
+                  use_ray: bool | None = None, progress: bool = True) -> dict:
+    """Add every image of `folder` to `bank` (created with the default thresholds when missing) -> a summary."""
+    start = time.perf_counter()
+    listing = list_images(folder)
+    engine = BankEngine.open(data_dir, db_url, model=model)
+    bar = tqdm(total=len(listing.entries), desc=f"import into {bank}", unit="img", disable=not progress)
+    try:
+        if bank not in {b.name for b in engine.store.banks()}:
+            engine.store.create_bank(IMPORT_ACTOR, bank, "", DEFAULT_MATCH_THRESHOLD, DEFAULT_REVIEW_THRESHOLD)
+        with choose_runner(len(listing.entries), settings, ray_address, use_ray) as runner:
+            added, failed = engine.import_files(IMPORT_ACTOR, bank, listing.entries, runner, progress=bar.update)
+    finally:
+        bar.close()
+        engine.close()
+    for failure in listing.failures:
+        failed.append((failure.path, failure.reason))
+    return {"bank": bank, "files": len(listing.entries) + len(listing.failures), "added": added,
+            "failed": len(failed), "failures": [f"{name}: {reason}" for name, reason in failed[:20]],
+            "seconds": round(time.perf_counter() - start, 3)}
 
 
 def match_backlog(query_dir: str | os.PathLike, data_dir: str | os.PathLike, db_url: str | None = None, *,

@@ -188,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     _service_args(p)
     p.add_argument("--name", required=True)
 
+    banks = sub.add_parser("banks", help="banks of a service from the command line: import a folder, list")
+    banks_sub = banks.add_subparsers(dest="banks_command", required=True)
+    p = banks_sub.add_parser("import", help="add every image of a folder to a bank (content_id: its image id)")
+    p.add_argument("folder")
+    _service_args(p)
+    p.add_argument("--bank", required=True, help="bank to add to (created with default thresholds if missing)")
+    p.add_argument("--model", default="sscd", help="model of a new database (an existing one keeps its own)")
+    _embed_args(p)
+    p = banks_sub.add_parser("list", help="every bank with its item count")
+    _service_args(p)
+
     p = sub.add_parser("doctor", help="versions, devices, Ray address and model files; the fix for what is missing")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     attach_examples(parser)
@@ -293,6 +304,21 @@ def run_keys(args):
         store.revoke_key(actor, args.name)
         return {"revoked": args.name}
     return {"keys": store.keys()}
+
+
+def run_banks(args) -> dict:
+    from copyscope.jobs.backlog import import_folder
+
+    if args.banks_command == "import":
+        return import_folder(args.folder, args.data, args.db, args.bank, model=args.model,
+                             settings=_settings(args, _device(args, args.model)), ray_address=args.ray_address,
+                             use_ray=_use_ray(args), progress=not args.quiet)
+    from copyscope.pipeline.bank_db import Database, default_url
+    from copyscope.pipeline.bank_store import BankStore
+
+    store = BankStore(Database.connect(args.db or default_url(args.data)))
+    counts = store.items_per_bank()
+    return {"banks": [b.to_json(items=counts.get(b.name, 0)) for b in store.banks()]}
 
 
 def run_dedup(args) -> dict:
@@ -415,7 +441,7 @@ def gpu_search_available() -> bool:
 
 COMMANDS = {"index": run_index, "match": run_match, "evaluate": run_evaluate, "benchmark": run_benchmark_make,
             "show": run_show, "dedup": run_dedup, "demo": run_demo, "doctor": run_doctor, "serve": run_serve,
-            "keys": run_keys}
+            "keys": run_keys, "banks": run_banks}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from copyscope.matching.compact_features import compact
 from copyscope.matching.local_features import LocalSpec, from_bytes, to_bytes
 from copyscope.matching.reranking import RerankOptions
 from copyscope.pipeline.bank_db import Database, default_url, without_password
-from copyscope.pipeline.bank_store import ENGINE_SETTINGS, Actor, BankStore, Item, NewItem, NotFound
+from copyscope.pipeline.bank_store import ENGINE_SETTINGS, Actor, BankStore, Conflict, Item, NewItem, NotFound
 from copyscope.pipeline.catalog import Reference
 from copyscope.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, image_size
 from copyscope.pipeline.engine import CopyIndex, MatchResult
@@ -182,17 +182,43 @@ class BankEngine:
         existing = self.store.existing_item(bank, content_id, digest)
         if existing is not None:
             return existing, False
-        width, height = image_size(image)
         with self._lock, _temp_file(self.data_dir, image) as path:
-            refs, failed = next(self.index.references([("upload", path)], self.runner, stamps={"upload": digest}))
+            refs, failed = next(self.index.references([(content_id, path)], self.runner, stamps={content_id: digest}))
             if failed:
                 raise DecodeError(failed[0][2])
-            ref = refs[0]
-            features = to_bytes(compact(ref.local, self.index.local)) if ref.local is not None else None
-            new = NewItem(digest, width, height, image, np.asarray(ref.embedding, np.float32).tobytes(), features)
-            item, created = self.store.add_item(actor, bank, content_id, metadata, new)
+            out = self.store.add_item(actor, bank, content_id, metadata, self._new_item(refs[0], image, digest))
             self.sync()
-        return item, created
+        return out
+
+    def import_files(self, actor: Actor, bank: str, files: list[tuple[str, str]], runner=None,
+                     progress=None) -> tuple[int, list[tuple[str, str]]]:
+        """Add (content_id, path) files to `bank` in batches embedded by `runner` (in process by default, Ray
+        for large folders) -> (items added, (content_id, reason) of files that could not be added); a
+        content_id held already by the same image is skipped, by another image is a failure."""
+        runner = runner or self.runner
+        added, failures = 0, []
+        paths = dict(files)
+        with self._lock:
+            for refs, failed in self.index.references(files, runner, stamps={c: "file" for c, _ in files}):
+                failures += [(name, reason) for name, _, reason in failed]
+                for ref in refs:
+                    data = Path(paths[ref.name]).read_bytes()
+                    try:
+                        _, created = self.store.add_item(actor, bank, ref.name, {}, self._new_item(
+                            ref, data, hashlib.sha256(data).hexdigest()))
+                        added += created
+                    except Conflict as e:
+                        failures.append((ref.name, str(e)))
+                self.sync()
+                if progress:
+                    progress(len(refs) + len(failed))
+        return added, failures
+
+    def _new_item(self, ref: Reference, image: bytes, digest: str) -> NewItem:
+        """What the store keeps of an embedded image: descriptor bytes and compact packed local features."""
+        width, height = image_size(image)
+        features = to_bytes(compact(ref.local, self.index.local)) if ref.local is not None else None
+        return NewItem(digest, width, height, image, np.asarray(ref.embedding, np.float32).tobytes(), features)
 
     def write(self, operation, *args, **kwargs):
         """Run a store write (BankStore.update_item, delete_item, update_bank, delete_bank), then apply it."""

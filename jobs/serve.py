@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 20 * 1024 * 1024
 MAX_METADATA = 16 * 1024
+MAX_METADATA_DEPTH = 32  # deeper JSON could not be encoded back (RecursionError) in every answer that holds it
 BANK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _CONTENT_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text holds no NUL character
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 
@@ -67,7 +69,7 @@ class _Thresholds(_Strict):
 
 class BankCreate(_Thresholds):
     name: str = Field(pattern=BANK_NAME, description="letters, digits, '_', '.', '-'; at most 64")
-    description: str = Field("", max_length=2000)
+    description: str = Field("", max_length=2000, pattern=NO_NUL)
     match_threshold: float = Field(DEFAULT_MATCH_THRESHOLD, ge=0, le=1, allow_inf_nan=False,
                                    description="least score for decision 'match'")
     review_threshold: float = Field(DEFAULT_REVIEW_THRESHOLD, ge=0, le=1, allow_inf_nan=False,
@@ -76,7 +78,7 @@ class BankCreate(_Thresholds):
 
 class BankPatch(_Thresholds):
     enabled: bool | None = None
-    description: str | None = Field(None, max_length=2000)
+    description: str | None = Field(None, max_length=2000, pattern=NO_NUL)
     match_threshold: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     review_threshold: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
 
@@ -89,15 +91,15 @@ class ReviewCreate(_Strict):
     content_id: str = Field(min_length=1, max_length=256)
     bank: str | None = Field(None, pattern=BANK_NAME, description="needed when two banks hold the content_id")
     verdict: Literal["confirmed", "rejected"]
-    note: str = Field("", max_length=2000)
+    note: str = Field("", max_length=2000, pattern=NO_NUL)
 
 
 # ---------------------------------------------------------------- middleware
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413 (from Content-Length, or while streaming)."""
 
-    class TooLarge(Exception):
-        pass
+    class TooLarge(StarletteHTTPException):
+        """An HTTPException, so that FastAPI's body parsing lets it through (it turns any other error into 400)."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -115,7 +117,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise BodyLimit.TooLarge()
+                raise BodyLimit.TooLarge(413, f"body over {self.limit} bytes")
             return message
 
         async def watched(message):
@@ -178,14 +180,23 @@ Curator = Annotated[Actor, Depends(_require("curator"))]
 Admin = Annotated[Actor, Depends(_require("admin"))]
 
 
+def _no_nul_in_path(request: Request) -> None:
+    """A path with a NUL names nothing stored (every name is validated on write): 404 before the database."""
+    if "\x00" in request.scope["path"]:
+        raise ApiError(404, "not_found", "no such resource")
+
+
 # ---------------------------------------------------------------- the app
 def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: int = MAX_METADATA) -> FastAPI:
     """The HTTP API over `engine` (which the caller opens and closes)."""
     app = FastAPI(title="copyscope", version="1", summary="Match uploads against banks of known images: "
-                  "edited copies found by SSCD, region search and local verification.")
+                  "edited copies found by SSCD, region search and local verification.",
+                  dependencies=[Depends(_no_nul_in_path)])
     app.state.engine = engine
     metrics = Metrics(engine)
     drawing_lock = threading.Lock()
+    # Inside `measure`, whose task group would wrap TooLarge in an ExceptionGroup (which FastAPI makes a 400).
+    app.add_middleware(BodyLimit, limit=max_body)
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -195,8 +206,6 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
         metrics.observe(getattr(route, "path", "unmatched"), request.method, response.status_code,
                         time.perf_counter() - start)
         return response
-
-    app.add_middleware(BodyLimit, limit=max_body)
 
     @app.exception_handler(ApiError)
     async def api_error(_, e: ApiError):
@@ -209,7 +218,7 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_, e: StarletteHTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
         return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail))
 
     @app.exception_handler(NotFound)
@@ -302,7 +311,7 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
     # ------------------------------------------------ matching
     @app.post("/v1/match", tags=["match"])
     def match(actor: Matcher, image: Annotated[UploadFile, File()], banks: Annotated[str | None, Form()] = None,
-              external_id: Annotated[str | None, Form(max_length=256)] = None):
+              external_id: Annotated[str | None, Form(max_length=256, pattern=NO_NUL)] = None):
         names = None
         if banks is not None:
             names = [b.strip() for b in banks.split(",") if b.strip()]
@@ -359,7 +368,8 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
 
     # ------------------------------------------------ admin
     @app.get("/v1/audit", tags=["admin"])
-    def audit(_: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100, before: int | None = None):
+    def audit(_: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+              before: Annotated[int | None, Query(ge=1, le=2 ** 63 - 1)] = None):
         return {"entries": engine.store.audit_log(limit, before)}
 
     @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
@@ -388,12 +398,27 @@ def _metadata(text: str | None, limit: int) -> dict:
     if len(text.encode("utf-8")) > limit:
         raise ApiError(413, "payload_too_large", f"metadata over {limit} bytes")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
+        value = json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as e:
         raise ApiError(422, "invalid_request", f"metadata is not JSON: {e}") from None
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_request", "metadata must be a JSON object")
+    if _depth(value) > MAX_METADATA_DEPTH:
+        raise ApiError(422, "invalid_request", f"metadata nests deeper than {MAX_METADATA_DEPTH}")
     return value
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _depth(value) -> int:
+    """How deep objects and arrays nest in a parsed JSON value (level by level: no recursion)."""
+    depth, level = 0, [value]
+    while level := [child for x in level if isinstance(x, (dict, list))
+                    for child in (x.values() if isinstance(x, dict) else x)]:
+        depth += 1
+    return depth
 
 
 def _public(record: dict) -> dict:

@@ -18,12 +18,20 @@ from copyscope.pipeline.catalog import Catalog
 EVIDENCE_COLUMNS = ("inliers", "matches", "inlier_ratio", "query_coverage", "reference_coverage", "mirrored")
 
 
-def verify_stored(q: LocalFeatures, r: LocalFeatures, spec: LocalSpec, geometry: str = "homography") -> Verification:
-    """A query's features (as extracted, or as stored) against a reference's stored features, matched as
-    `spec` says (projection, ratio), with the mirror pass of SIFT-like features (ORB / AKAZE would need
-    the query's flipped image, which stored features cannot give)."""
+def query_codes(q: LocalFeatures, spec: LocalSpec) -> tuple[LocalFeatures, LocalFeatures | None]:
+    """A query's features (as extracted, or as stored) -> (them, their mirror) in the code space of `spec`;
+    no mirror for binary features (ORB / AKAZE would need the query's flipped image)."""
     mirror = mirrored(q, spec) if spec.method not in BINARY_METHODS and len(q) else None
-    return verify_pair(project(q, spec), r, mirrored=mirror, geometry=geometry, ratio=spec.ratio)
+    return project(q, spec), mirror
+
+
+def verify_stored(q: LocalFeatures, r: LocalFeatures, spec: LocalSpec, geometry: str = "homography",
+                  codes: tuple[LocalFeatures, LocalFeatures | None] | None = None) -> Verification:
+    """A query's features against a reference's stored features, matched as `spec` says (projection, ratio),
+    with the mirror pass of SIFT-like features. codes: `query_codes(q, spec)`, when computed once for many
+    references."""
+    projected, mirror = codes or query_codes(q, spec)
+    return verify_pair(projected, r, mirrored=mirror, geometry=geometry, ratio=spec.ratio)
 
 
 def evidence_of(v: Verification, query_size: tuple[int, int], reference_size: tuple[int, int]) -> dict:
@@ -70,9 +78,10 @@ class VerifyActor:
         for qid, cands, kp, desc, size in zip(batch["query"], batch["candidates"], batch["kp"], batch["desc"],
                                               batch["size"]):
             q = LocalFeatures(kp, desc, (int(size[0]), int(size[1])), self.spec.method)
+            codes = query_codes(q, self.spec)
             for ref in np.asarray(cands, np.int64):
                 r = self.catalog.features(int(ref))
-                v = verify_stored(q, r, self.spec, self.geometry)
+                v = verify_stored(q, r, self.spec, self.geometry, codes)
                 out["query"].append(qid)
                 out["reference"].append(int(ref))
                 out["evidence"].append(json.dumps(evidence_of(v, q.image_size, r.image_size)))

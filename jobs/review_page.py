@@ -21,7 +21,7 @@ REVIEW_PAGE = """<!doctype html>
          background: var(--bg); }
   header.top { display: flex; align-items: center; gap: 1rem; padding: .7rem 1.5rem; background: var(--card);
                border-bottom: 1px solid var(--line); position: sticky; top: 0; z-index: 1; }
-  header.top h1 { font-size: 1.15rem; margin: 0; }
+  header.top h1 { font-size: 1.15rem; margin: 0; white-space: nowrap; }
   #status { margin: 0; color: var(--muted); flex: 1; }
   #status.bad { color: var(--no); }
   main { max-width: 1100px; margin: 0 auto; padding: 1.2rem 1.5rem 3rem; }

@@ -113,6 +113,7 @@ def test_sign_in_review_and_sign_out(service, page, tmp_path):
     _drawn(first)
     _drawn(second)
     shot = tmp_path / "review.png"
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=shot, full_page=True)
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape[1] == 1200 and pixels.shape[0] > 1000

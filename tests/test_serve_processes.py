@@ -278,12 +278,12 @@ def test_kill_9_under_load_loses_no_acknowledged_write(servers, tmp_path, db_url
         assert client.delete(f"/v1/banks/{BANK}/items/{kept}").status_code == 200
         before = probe(client)
     assert all(before[name] for name in PROBES), before
-    assert server.stop() == 0
+    server.stop()
 
     with server.start().client(key) as client:  # a clean restart
         assert_same_answers(probe(client), before)
     for cache in ("deleted", "stale"):
-        assert server.stop() == 0
+        server.stop()
         shutil.rmtree(data / "index")
         if cache == "stale":
             shutil.copytree(stale, data / "index")

@@ -22,7 +22,8 @@ examples:
     "match": """\
 examples:
   copyscope match uploads/ --index refs.idx --out matches.csv          # full re-ranking (default)
-  copyscope match uploads/ --index refs.idx --out matches.csv --rerank none --k 5 --explain evidence.jsonl""",
+  copyscope match uploads/ --index refs.idx --out matches.csv --rerank none --k 5 --explain evidence.jsonl
+  copyscope match backlog/ --data srv/ --out decisions.csv             # a backlog against a service's banks""",
     "evaluate": """\
 examples:
   copyscope evaluate bench/ground_truth.csv matches.csv --out eval/ --meta bench/query_meta.csv
@@ -47,6 +48,33 @@ examples:
 examples:
   copyscope demo                     # about a minute: writes ./copyscope-demo/ and prints the results
   copyscope demo --out /tmp/demo     # somewhere else (an earlier demo there is replaced)""",
+    "serve": """\
+examples:
+  copyscope serve --data srv/                         # SQLite in srv/, http://127.0.0.1:8321 (/docs, /review)
+  copyscope serve --data /var/lib/cs1 --db postgresql://cs@db:5432/copyscope --host 0.0.0.0   # one of several""",
+    "keys": """\
+examples:
+  copyscope keys create --data srv/ --role curator --name alice    # prints the key once
+  copyscope keys revoke --data srv/ --name alice""",
+    "keys create": """\
+examples:
+  copyscope keys create --data srv/ --role matcher --name uploads-api     # the key is the only line on stdout""",
+    "keys list": """\
+examples:
+  copyscope keys list --data srv/ --db postgresql://cs@db:5432/copyscope""",
+    "keys revoke": """\
+examples:
+  copyscope keys revoke --data srv/ --name uploads-api      # its requests get 401 from now on""",
+    "banks": """\
+examples:
+  copyscope banks import known/ --data srv/ --bank removed-posts   # content_id = image id
+  copyscope banks list --data srv/""",
+    "banks import": """\
+examples:
+  copyscope banks import catalogue/ --data srv/ --bank rights-holder --ray on""",
+    "banks list": """\
+examples:
+  copyscope banks list --data srv/                    # every bank with its thresholds and item count""",
     "doctor": """\
 examples:
   copyscope doctor                   # versions, devices, Ray address, model files; exit 1 with the fix

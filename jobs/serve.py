@@ -426,14 +426,10 @@ def _public(record: dict) -> dict:
 
 
 def _drawing(engine: BankEngine, query: bytes, reference: bytes) -> bytes:
-    """Both images decoded, verified with the engine's local features, drawn -> PNG bytes."""
+    """The pair drawn with the inliers and regions the match found -> PNG bytes."""
     from PIL import Image
 
-    from copyscope.matching.verification import verify_images
-
-    q, r = decode_image(query), decode_image(reference)
-    method = engine.index.local.method if engine.index.local else "rootsift"
-    canvas = draw_pair(q, r, verify_images(q, r, method))
+    canvas = draw_pair(decode_image(query), decode_image(reference), engine.verification(query, reference))
     out = io.BytesIO()
     Image.fromarray(canvas).save(out, format="PNG")
     return out.getvalue()

@@ -31,6 +31,7 @@ from copyscope.descriptors.errors import UserError
 from copyscope.matching.compact_features import compact
 from copyscope.matching.local_features import LocalSpec, from_bytes, to_bytes
 from copyscope.matching.reranking import RerankOptions
+from copyscope.matching.verification import Verification
 from copyscope.pipeline.bank_db import Database, default_url, without_password
 from copyscope.pipeline.bank_store import ENGINE_SETTINGS, Actor, BankStore, Conflict, Item, NewItem, NotFound
 from copyscope.pipeline.catalog import Reference
@@ -39,6 +40,7 @@ from copyscope.pipeline.engine import CopyIndex, MatchResult
 from copyscope.pipeline.index_files import is_index_dir
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.pipeline.runners import LocalRunner
+from copyscope.pipeline.verify_stage import verify_stored
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +268,18 @@ class BankEngine:
             records.append(self.store.record_match(actor, name, [b.name for b in chosen], matches, kept,
                                                    batch="backlog"))
         return records, result.failures
+
+    def verification(self, query: bytes, reference: bytes) -> Verification:
+        """An upload against a bank image, verified as a match verified them: the upload's features extracted
+        as for a match, the bank image's as an add stores them (for drawing the pair on the review page)."""
+        with self._lock, _temp_file(self.data_dir, query) as q_path, _temp_file(self.data_dir, reference) as r_path:
+            q = self.index.embed_queries([("q", q_path)], self.runner, regions=0, local=True).local.get("q")
+            refs, _ = next(self.index.references([("r", r_path)], self.runner, stamps={"r": "drawing"}))
+        if q is None or not refs:
+            raise DecodeError("a stored image no longer decodes")
+        spec = self.index.local
+        stored = from_bytes(to_bytes(compact(refs[0].local, spec)), spec.method)
+        return verify_stored(q, stored, spec, self.rerank.geometry)
 
     def _banks(self, names: list[str] | None):
         banks = {b.name: b for b in self.store.banks()}

@@ -182,3 +182,17 @@ def test_keys_banks_and_backlog_commands(tmp_path, capsys):
     assert main(["keys", "revoke", "--data", data_dir, "--name", "ann"]) == 0
     assert main(["keys", "list", "--data", data_dir]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["keys"][0]["revoked"] is not None
+
+
+def test_pair_drawing_shows_the_inliers_the_match_found(tmp_path):
+    engine = BankEngine.open(tmp_path / "data")
+    try:
+        engine.store.create_bank(CLI, "known", "", 0.9, 0.5)
+        reference, query = jpeg(photo("chelsea")), copy_of("chelsea")
+        engine.add_item(CLI, "known", "chelsea", {}, reference)
+        evidence = engine.match(CLI, query)["matches"][0]["evidence"]
+        v = engine.verification(query, reference)
+        assert (v.inliers, v.matches) == (evidence["inliers"], evidence["matches"])
+        assert abs(v.query_coverage - evidence["query_coverage"]) < 1e-6
+    finally:
+        engine.close()

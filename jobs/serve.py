@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from copyscope.descriptors.errors import UserError
 from copyscope.pipeline.bank_engine import DEFAULT_MATCH_THRESHOLD, DEFAULT_REVIEW_THRESHOLD, BankEngine
@@ -53,9 +54,18 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+class ErrorBody(BaseModel):
+    class Detail(BaseModel):
+        code: str
+        message: str
+
+    error: Detail
+
+
 # ---------------------------------------------------------------- request bodies
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A JSON body: JSON types only (no "true" for true, no false for 0), no field it does not name."""
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Thresholds(_Strict):
@@ -110,26 +120,17 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await _error(413, "payload_too_large", f"body over {self.limit} bytes")(scope, receive, send)
-        seen, started = 0, False
+        seen = 0
 
         async def counted():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise BodyLimit.TooLarge(413, f"body over {self.limit} bytes")
+                raise BodyLimit.TooLarge(413, f"body over {self.limit} bytes")  # answered by the app's handler
             return message
 
-        async def watched(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, watched)
-        except BodyLimit.TooLarge:
-            if not started:
-                await _error(413, "payload_too_large", f"body over {self.limit} bytes")(scope, receive, send)
+        await self.app(scope, counted, send)
 
 
 class Metrics:
@@ -191,7 +192,8 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
     """The HTTP API over `engine` (which the caller opens and closes)."""
     app = FastAPI(title="copyscope", version="1", summary="Match uploads against banks of known images: "
                   "edited copies found by SSCD, region search and local verification.",
-                  dependencies=[Depends(_no_nul_in_path)])
+                  dependencies=[Depends(_no_nul_in_path)],
+                  responses={"4XX": {"model": ErrorBody, "description": "refused: what the client sent"}})
     app.state.engine = engine
     metrics = Metrics(engine)
     drawing_lock = threading.Lock()
@@ -217,9 +219,14 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
         return _error(422, "invalid_request", "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_, e: StarletteHTTPException):
+    async def http_error(request: Request, e: StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
-        return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail))
+        headers = e.headers
+        if e.status_code == 405:  # Starlette's Allow names the methods of the first route of the path only
+            methods = {m for route in app.routes if route.matches(request.scope)[0] != Match.NONE
+                       for m in getattr(route, "methods", None) or ()}
+            headers = {"Allow": ", ".join(sorted(methods))}
+        return _error(e.status_code, codes.get(e.status_code, "http_error"), str(e.detail), headers)
 
     @app.exception_handler(NotFound)
     async def not_found(_, e: NotFound):

@@ -19,7 +19,7 @@ from copyscope.pipeline.bank_engine import BankEngine
 from copyscope.pipeline.bank_store import Actor
 from tests.badfiles import make_bad_corpus
 
-UNDECODABLE = ("truncated.jpg", "corrupt.png", "empty.jpg", "text.png", "bomb.png")  # the corpus's, but the link
+UNDECODABLE = ("truncated.jpg", "corrupt.png", "empty.jpg", "text.png", "bomb.png")  # and broken_link.jpg: no bytes
 TABLES = ("banks", "items", "images", "changes", "api_keys", "match_records", "reviews", "audit")
 UNKNOWN_MATCH = "0" * 32
 
@@ -42,8 +42,8 @@ def svc(tmp_path_factory):
     keys["other"] = engine.store.create_key(cli, "other", "matcher")
     keys["revoked"] = engine.store.create_key(cli, "revoked", "admin")
     engine.store.revoke_key(cli, "revoked")
-    s = SimpleNamespace(engine=engine, client=TestClient(create_app(engine)),
-                        h={role: bearer(key) for role, key in keys.items()}, good=jpeg(data.astronaut()[40:440, 60:460]))
+    s = SimpleNamespace(engine=engine, client=TestClient(create_app(engine)), h={r: bearer(k) for r, k in keys.items()},
+                        good=jpeg(data.astronaut()[40:440, 60:460]))  # an edited copy of item "astronaut"
     assert s.client.post("/v1/banks", json={"name": "known"}, headers=s.h["curator"]).status_code == 201
     for name in ("astronaut", "coffee"):
         r = s.client.post("/v1/banks/known/items", headers=s.h["curator"], data={"content_id": name},
@@ -243,6 +243,8 @@ def test_json_too_deep_to_parse_is_400(svc, method, url):
     ("POST", "/v1/banks", {"name": "x" * 65}),
     ("POST", "/v1/banks", {"name": "x", "colour": "red"}),
     ("PATCH", "/v1/banks/known", {"enabled": "maybe"}),
+    ("PATCH", "/v1/banks/known", {"enabled": "false"}),  # regression: JSON bodies took "false" and 0 for false
+    ("PATCH", "/v1/banks/known/items/coffee", {"enabled": 0}),
     ("PATCH", "/v1/banks/known", {"items": 3}),
     ("PATCH", "/v1/banks/known/items/coffee", {}),
     ("PATCH", "/v1/banks/known/items/coffee", {"enabled": None}),
@@ -259,11 +261,13 @@ def test_wrong_types_and_unknown_fields_are_422(svc, method, url, body):
 
 BAD_THRESHOLDS = [{"match_threshold": -0.1}, {"match_threshold": 1.01}, {"review_threshold": -1},
                   {"match_threshold": "high"}, {"review_threshold": "NaN"}, {"match_threshold": [0.5]},
+                  {"match_threshold": "0.95"}, {"review_threshold": False},  # regression: taken as 0.95 and 0
                   {"match_threshold": 0.4, "review_threshold": 0.6}]
 
 
 @pytest.mark.parametrize("thresholds", BAD_THRESHOLDS)
-@pytest.mark.parametrize("method,url,base", [("POST", "/v1/banks", {"name": "fresh"}), ("PATCH", "/v1/banks/known", {})])
+@pytest.mark.parametrize("method,url,base", [("POST", "/v1/banks", {"name": "fresh"}),
+                                             ("PATCH", "/v1/banks/known", {})])
 def test_bad_thresholds_are_422(svc, thresholds, method, url, base):
     refused(svc, 422, "invalid_request", method, url, json=base | thresholds, headers=svc.h["curator"])
 
@@ -336,6 +340,19 @@ def test_conflicts_are_409(svc):
                                         ("POST", "/healthz")])
 def test_wrong_method_is_405(svc, method, url):
     refused(svc, 405, "method_not_allowed", method, url, headers=svc.h["admin"])
+
+
+@pytest.mark.parametrize("url,allowed", [("/v1/banks", "GET, POST"), ("/v1/banks/known", "DELETE, GET, PATCH"),
+                                         ("/v1/match", "POST"), ("/healthz", "GET")])
+def test_405_allows_every_method_of_the_path(svc, url, allowed):
+    """Regression: no Allow header at all (RFC 9110 requires one); then Starlette's, of one route of the path."""
+    assert svc.client.request("OPTIONS", url, headers=svc.h["admin"]).headers["allow"] == allowed
+
+
+def test_the_openapi_document_gives_the_error_shape():
+    responses = create_app(None).openapi()["paths"]["/v1/banks"]["post"]["responses"]
+    assert "422" not in responses and responses["4XX"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"}
 
 
 # ---------------------------------------------------------------- who asks

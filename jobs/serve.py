@@ -13,6 +13,8 @@ import io
 import json
 import logging
 import re
+import signal
+import sys
 import threading
 import time
 from typing import Annotated, Literal
@@ -27,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from copyscope.descriptors.errors import UserError
+from copyscope.pipeline.bank_db import DatabaseUnavailable
 from copyscope.pipeline.bank_engine import DEFAULT_MATCH_THRESHOLD, DEFAULT_REVIEW_THRESHOLD, BankEngine
 from copyscope.pipeline.bank_store import ROLES, Actor, Conflict, NotFound
 from copyscope.pipeline.decode import DecodeError, decode_image
@@ -240,6 +243,10 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
     async def bad_image(_, e: DecodeError):
         return _error(422, "bad_image", f"image: {e.reason}")
 
+    @app.exception_handler(DatabaseUnavailable)
+    async def unavailable(_, e: DatabaseUnavailable):
+        return _error(503, "unavailable", str(e), {"Retry-After": "1"})
+
     @app.exception_handler(UserError)
     async def user_error(_, e: UserError):
         return _error(400, "bad_request", str(e))
@@ -251,7 +258,10 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
 
     @app.get("/readyz", tags=["health"])
     def readyz():
-        ready = engine.in_step()
+        try:
+            ready = engine.in_step()
+        except DatabaseUnavailable as e:
+            return _error(503, "unavailable", str(e), {"Retry-After": "1"})
         body = {"ready": ready, "items": engine.items_held(), "change": engine.applied}
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -450,6 +460,9 @@ def serve(data: str, db: str | None, host: str, port: int, model: str = "sscd", 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = BankEngine.open(data, db, model=model)
     engine.start_polling()
+    # uvicorn drains requests on SIGTERM, then re-raises it to the handler found at start: exit cleanly,
+    # so that the engine below is closed (its index cache saved, its connections closed)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level, access_log=False)
     finally:

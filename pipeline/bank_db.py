@@ -11,7 +11,8 @@ schema_version): a version is applied in one transaction, so a killed migration 
 Every write transaction that logs a change takes the change lock first (`tx.lock_changes()`): change rows
 then commit in sequence order, so a reader that saw change N has seen every change before it.
 Durability: SQLite in WAL mode with synchronous=FULL, PostgreSQL as configured (fsync on by default);
-a commit that returned survives a kill -9 of the process.
+a commit that returned survives a kill -9 of the process. A PostgreSQL connection found lost (the server
+restarted) fails its transaction; every thread then opens a new connection.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
+
+import psycopg
 
 from copyscope.descriptors.errors import UserError
 
@@ -63,6 +66,10 @@ CREATE TABLE audit (
     detail TEXT NOT NULL);
 """),
 ]
+
+
+class DatabaseUnavailable(UserError):
+    """The database cannot be reached now (down, restarting, the connection lost): try again later."""
 
 
 class Transaction:
@@ -109,6 +116,7 @@ class Database:
         self._local = threading.local()
         self._all: list = []
         self._guard = threading.Lock()
+        self._epoch = 0  # bumped when a connection is found lost: every thread then opens a new one
 
     @classmethod
     def connect(cls, url: str) -> Database:
@@ -129,9 +137,15 @@ class Database:
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open()
-            self._local.conn = conn
+        if conn is None or self._local.epoch != self._epoch:
+            if conn is not None:  # opened before a connection was found lost
+                self._local.conn = None
+                with self._guard:
+                    self._all.remove(conn)
+                with contextlib.suppress(Exception):
+                    conn.close()
+            epoch, conn = self._epoch, self._open()
+            self._local.conn, self._local.epoch = conn, epoch
             with self._guard:
                 self._all.append(conn)
         return conn
@@ -143,12 +157,10 @@ class Database:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             return conn
-        import psycopg
-
         try:
             return psycopg.connect(self._target, connect_timeout=10)
         except psycopg.OperationalError as e:
-            raise UserError(f"cannot connect to {without_password(self.url)}: {str(e).strip()}") from e
+            raise DatabaseUnavailable(f"cannot connect to {without_password(self.url)}: {str(e).strip()}") from e
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -164,9 +176,16 @@ class Database:
                 raise
             conn.commit()
             return
-        with conn.transaction():
-            with conn.cursor() as cur:
+        try:
+            with conn.transaction(), conn.cursor() as cur:
                 yield Transaction(cur, "postgresql")
+        except Exception as e:
+            if conn.closed:  # lost: this transaction fails, the next ones (on any thread) get a new connection
+                self._epoch += 1
+            if isinstance(e, psycopg.OperationalError):
+                raise DatabaseUnavailable(f"lost the connection to {without_password(self.url)}: "
+                                          f"{str(e).strip()}") from e
+            raise
 
     def migrate(self) -> int:
         """Apply every migration above the recorded version, each in one transaction -> the version now."""

@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -93,6 +94,7 @@ class BankEngine:
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         lock_file = _lock(data_dir)
+        shutil.rmtree(data_dir / "tmp", ignore_errors=True)  # uploads of a process killed mid-request
         db = Database.connect(db_url or default_url(data_dir))
         store = BankStore(db)
         wanted = {"model": ModelSpec(model).to_dict(), "local": local.to_dict() if local else None}
@@ -296,7 +298,7 @@ class BankEngine:
 
 @contextlib.contextmanager
 def _temp_file(data_dir: Path, data: bytes):
-    """The bytes in a private temp file under DATA/tmp (removed after)."""
+    """The bytes in a private temp file under DATA/tmp (removed after, or by the next open after a kill)."""
     folder = data_dir / "tmp"
     folder.mkdir(exist_ok=True)
     fd, path = tempfile.mkstemp(dir=folder, prefix="upload-")

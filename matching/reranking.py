@@ -56,6 +56,8 @@ class RerankOptions:
     (and the background index, when one is given), `scoring.tail_level`.
     score_norm: how global scores are normalised by that level: "stretch" (the calibration is fitted
     on stretched scores) or "subtract" (SSCD's score normalisation, with `beta`).
+    settle: in full mode, a query whose whole image gives a score >= settle is decided without region
+    search (pipeline.engine's cascade); None searches the regions of every query.
     """
 
     mode: str = "full"
@@ -66,6 +68,7 @@ class RerankOptions:
     score_norm: str = "stretch"
     beta: float = 1.0
     geometry: str = "homography"
+    settle: float | None = None
 
     def __post_init__(self):
         if self.mode not in RERANK_MODES:

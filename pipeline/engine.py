@@ -71,9 +71,19 @@ class MatchResult:
 
 @dataclass(frozen=True)
 class EmbeddedQueries:
+    """views: every view of every query; local: each query's whole-image local features; by_name: query ->
+    [(view number, (4,) box, (D,) descriptor)], what `views` is built from."""
+
     views: QueryViews
     local: dict[str, LocalFeatures]
     failures: list[Failure]
+    by_name: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = field(default_factory=dict)
+
+    def with_regions(self, names: Sequence[str], regions: EmbeddedQueries, dim: int) -> EmbeddedQueries:
+        """These queries among `names`, each with its region views added from a regions-only pass."""
+        by_name = {n: self.by_name[n] + regions.by_name.get(n, []) for n in names if n in self.by_name}
+        return EmbeddedQueries(_query_views(by_name, dim), {n: self.local[n] for n in by_name if n in self.local},
+                               regions.failures, by_name)
 
 
 class CopyIndex:
@@ -323,9 +333,14 @@ class CopyIndex:
 
     # ---------------------------------------------------------------- match
     def embed_queries(self, images: Sequence[tuple[str, str]], runner, *, regions: int, local: bool,
-                      progress: Callable[[int], None] | None = None) -> EmbeddedQueries:
-        """(name, path) images -> every view's descriptor and the whole image's local features."""
-        prepare = self.prepare_options(regions=regions, local=local)
+                      progress: Callable[[int], None] | None = None, whole: bool = True,
+                      full_size: bool = False) -> EmbeddedQueries:
+        """(name, path) images -> every view's descriptor and the whole image's local features.
+
+        whole=False: only the region views (a cascade's second pass). full_size: decode at full size even
+        without regions, so that a first pass without them sees the pixels a pass with them would."""
+        prepare = dataclasses.replace(self.prepare_options(regions=regions, local=local), whole=whole,
+                                      full_size=full_size)
         views: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
         features: dict[str, LocalFeatures] = {}
         failures = []
@@ -340,14 +355,8 @@ class CopyIndex:
                 if view == 0 and prepare.local:
                     features[name] = row_local_features(batch, i, prepare.local.method)
             if progress:
-                progress(int((batch["view"] == 0).sum()))
-        names = sorted(views)
-        flat = [(q, box, emb) for q, n in enumerate(names) for _, box, emb in sorted(views[n], key=lambda t: t[0])]
-        view_query = np.array([q for q, _, _ in flat], np.int64)
-        whole = np.searchsorted(view_query, np.arange(len(names)))  # view 0 comes first in each query's run
-        vectors = np.stack([e for _, _, e in flat]) if flat else np.empty((0, self.dim), np.float32)
-        boxes = np.stack([b for _, b, _ in flat]) if flat else np.empty((0, 4), np.int32)
-        return EmbeddedQueries(QueryViews(names, view_query, boxes, vectors, whole), features, failures)
+                progress(len(set(batch["id"].tolist())))
+        return EmbeddedQueries(_query_views(views, self.dim), features, failures, views)
 
     def check_background(self, background: CopyIndex) -> None:
         for key in ("model", "descriptor"):
@@ -376,9 +385,33 @@ class CopyIndex:
         frames, meme templates, logos)."""
         calibration = self._check_match(k, rerank, background, ignore)  # before any embedding
         runner = runner or LocalRunner()
+        if rerank.mode == "full" and rerank.settle is not None and rerank.regions:
+            return self._cascade(images, runner, k, rerank, background, calibration, progress, ignore)
         queries = self.embed_queries(images, runner, regions=rerank.regions if rerank.mode == "full" else 0,
                                      local=rerank.mode != "none", progress=_stage(progress, "embed"))
         return self._match_embedded(queries, runner, k, rerank, background, calibration, progress, ignore)
+
+    def _cascade(self, images: Sequence[tuple[str, str]], runner, k: int, rerank: RerankOptions,
+                 background: CopyIndex | None, calibration, progress, ignore: CopyIndex | None) -> MatchResult:
+        """Full re-ranking in two passes: whole images first; a query whose best score is >= rerank.settle is
+        decided there, the others get their regions embedded (one batch pass) and are matched again over
+        every view, their first-pass verifications reused. An undecided query's result equals the one-pass
+        result; a decided one's lacks only candidates that its regions alone would have found."""
+        first = self.embed_queries(images, runner, regions=0, local=True, full_size=True,
+                                   progress=_stage(progress, "embed"))
+        verified: dict[tuple[str, int], dict] = {}
+        early = self._match_embedded(first, runner, k, rerank, background, calibration, progress, ignore, verified)
+        best: dict[str, float] = {}
+        for q, score in zip(early.query, early.score):
+            best[q] = max(best.get(q, 0.0), float(score))
+        rest = [(n, p) for n, p in images if n in first.by_name and best.get(n, 0.0) < rerank.settle]
+        if not rest:
+            return early
+        regions = self.embed_queries(rest, runner, regions=rerank.regions, local=False, whole=False,
+                                     progress=_stage(progress, "regions"))
+        late = self._match_embedded(first.with_regions([n for n, _ in rest], regions, self.dim), runner, k, rerank,
+                                    background, calibration, progress, ignore, verified)
+        return _merged(early, late, first.failures + regions.failures, len(verified))
 
     def match_embeddings(self, names: Sequence[str], vectors: np.ndarray, *, k: int = 10,
                          background: CopyIndex | None = None) -> MatchResult:
@@ -403,8 +436,10 @@ class CopyIndex:
 
     def _match_embedded(self, queries: EmbeddedQueries, runner, k: int, rerank: RerankOptions,
                         background: CopyIndex | None, calibration,
-                        progress: Callable[[str, int], None] | None, ignore: CopyIndex | None = None) -> MatchResult:
-        """Search, verify and score queries whose views are embedded (see `match`)."""
+                        progress: Callable[[str, int], None] | None, ignore: CopyIndex | None = None,
+                        verified: dict[tuple[str, int], dict] | None = None) -> MatchResult:
+        """Search, verify and score queries whose views are embedded (see `match`). verified: (query, id) ->
+        evidence of pairs verified already (reused, and completed with the pairs verified here)."""
         views, search = queries.views, self.search_index()
         if search is None or len(search) == 0 or not views.ids:
             return self._result([], views, None, {}, [], np.empty(0), None, queries.failures, None)
@@ -414,7 +449,8 @@ class CopyIndex:
         evidence: list[dict] = [{} for _ in range(len(cands.query))]
         if rerank.mode != "none":
             chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)
-            found = self._verify(views, cands, chosen, queries.local, runner, rerank, _stage(progress, "verify"))
+            found = self._verify(views, cands, chosen, queries.local, runner, rerank, _stage(progress, "verify"),
+                                 {} if verified is None else verified)
             ignored = self._ignored_points(views, queries.local, ignore, runner, rerank) if ignore else {}
             keys = list(found)
             found = dict(zip(keys, discount_frames(keys, [found[key] for key in keys], sides=("query",),
@@ -467,12 +503,17 @@ class CopyIndex:
                                                                 ignore.manifest["local"], rerank.geometry))
 
     def _verify(self, views: QueryViews, cands, chosen: np.ndarray, local: dict[str, LocalFeatures], runner,
-                rerank: RerankOptions, progress) -> dict[tuple[str, int], dict]:
+                rerank: RerankOptions, progress, verified: dict[tuple[str, int], dict]) -> dict[tuple[str, int], dict]:
+        """Evidence of the chosen pairs: those in `verified` as they are, the others verified now (and added
+        to `verified`)."""
+        wanted = [(views.ids[cands.query[p]], int(cands.reference[p])) for p in chosen]
         pairs: dict[str, list[int]] = {}
-        for p in chosen:
-            pairs.setdefault(views.ids[cands.query[p]], []).append(int(cands.reference[p]))
-        return verify_through(runner, pairs, local, self.directory / CATALOG, self.manifest["local"],
-                              rerank.geometry, progress)
+        for q, r in wanted:
+            if (q, r) not in verified:
+                pairs.setdefault(q, []).append(r)
+        verified.update(verify_through(runner, pairs, local, self.directory / CATALOG, self.manifest["local"],
+                                       rerank.geometry, progress))
+        return {pair: verified[pair] for pair in wanted}
 
     def _result(self, keep, views: QueryViews, cands, features, evidence, score, reverse,
                 failures: list[Failure], level: np.ndarray | None) -> MatchResult:
@@ -494,6 +535,31 @@ class CopyIndex:
             score=np.asarray(score, np.float64)[keep] if len(keep) else np.empty(0),
             reverse_score=None if reverse is None else reverse[keep], explain=explain, queries=list(views.ids),
             failures=failures, verified_pairs=sum(bool(e) for e in evidence))
+
+
+def _merged(early: MatchResult, late: MatchResult, failures: list[Failure], verified_pairs: int) -> MatchResult:
+    """The rows of `early` for queries `late` does not cover, and all of `late`, grouped by query, best first."""
+    redone = set(late.queries)
+    rows = [(r, i) for r in (early, late) for i in range(len(r)) if r is late or r.query[i] not in redone]
+    rows.sort(key=lambda t: (t[0].query[t[1]], -t[0].score[t[1]]))
+    reverse = None if early.reverse_score is None else np.array([r.reverse_score[i] for r, i in rows])
+    return MatchResult(query=[r.query[i] for r, i in rows], reference=[r.reference[i] for r, i in rows],
+                       reference_id=np.array([r.reference_id[i] for r, i in rows], np.int64),
+                       score=np.array([r.score[i] for r, i in rows], np.float64), reverse_score=reverse,
+                       explain=[r.explain[i] for r, i in rows], queries=sorted(set(early.queries) | redone),
+                       failures=failures, verified_pairs=verified_pairs)
+
+
+def _query_views(by_name: dict[str, list[tuple[int, np.ndarray, np.ndarray]]], dim: int) -> QueryViews:
+    """query -> [(view number, box, descriptor)] -> QueryViews, queries by name and views by number
+    (the whole image, view 0, first in each query's run)."""
+    names = sorted(by_name)
+    flat = [(q, box, emb) for q, n in enumerate(names) for _, box, emb in sorted(by_name[n], key=lambda t: t[0])]
+    view_query = np.array([q for q, _, _ in flat], np.int64)
+    whole = np.searchsorted(view_query, np.arange(len(names)))
+    vectors = np.stack([e for _, _, e in flat]) if flat else np.empty((0, dim), np.float32)
+    boxes = np.stack([b for _, b, _ in flat]) if flat else np.empty((0, 4), np.int32)
+    return QueryViews(names, view_query, boxes, vectors, whole)
 
 
 def _stage(progress: Callable[[str, int], None] | None, stage: str) -> Callable[[int], None] | None:

@@ -28,7 +28,10 @@ class PrepareOptions:
 
     preprocess: the model's PreprocessCfg as a dict. regions: most sub-regions per image (0: none).
     local: local features to extract from the whole image (None: none). pixel_hash: also hash the
-    decoded pixels (exact duplicate detection; JPEGs are then decoded at full size).
+    decoded pixels (exact duplicate detection; JPEGs are then decoded at full size). whole: emit the
+    whole-image view (False: only the regions, for a second pass over images whose whole view is done).
+    full_size: decode JPEGs at full size even without regions (a first pass whose results must equal
+    those of a pass with regions).
     """
 
     preprocess: dict
@@ -36,6 +39,8 @@ class PrepareOptions:
     regions: int = 0
     local: LocalSpec | None = None
     pixel_hash: bool = False
+    whole: bool = True
+    full_size: bool = False
 
     @property
     def local_method(self) -> str | None:
@@ -64,7 +69,8 @@ def prepare_batch(batch: dict, options: dict) -> dict:
         out.update(lf_keypoints=[], lf_descriptors=[], lf_size=[])
     if opts.pixel_hash:
         out["pixel_hash"] = []
-    full_size = opts.regions or opts.pixel_hash
+    full_size = opts.regions or opts.pixel_hash or opts.full_size
+    first = 0 if opts.whole else 1
     for i, path in enumerate(batch["path"]):
         try:
             # Regions are cut from the image as decoded: keep JPEGs at full size when regions are wanted.
@@ -73,13 +79,15 @@ def prepare_batch(batch: dict, options: dict) -> dict:
             boxes = propose_regions(image, max_regions=opts.regions) if opts.regions else np.zeros((0, 4), np.int32)
             views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), image)]
             views += [(box, image[box[1]:box[3], box[0]:box[2]]) for box in boxes]
-            views = [(box, resize_image(cfg, np.ascontiguousarray(crop))) for box, crop in views]
+            views = [(box, resize_image(cfg, np.ascontiguousarray(crop))) for box, crop in views[first:]]
             local = extract_local_features(image, opts.local.method, max_keypoints=opts.local.max_keypoints,
-                                           max_side=opts.local.max_side) if opts.local else None
+                                           max_side=opts.local.max_side) if opts.local and opts.whole else None
             error = ""
         except DecodeError as e:
             views, local, error, digest = [(_NO_BOX, _PLACEHOLDER)], None, e.reason, ""
-        for v, (box, pixels) in enumerate(views):
+        if not views:  # regions only, and none proposed
+            continue
+        for v, (box, pixels) in enumerate(views, start=first if not error else 0):
             for k in passthrough:
                 out[k].append(batch[k][i])
             out["view"].append(v)
@@ -116,7 +124,9 @@ def _column(name: str, values: list) -> np.ndarray:
         arr = np.empty(len(values), dtype=object)
         arr[:] = values
         return arr
-    return np.stack(values) if name in ("box", "lf_size") else np.asarray(values)
+    if name in ("box", "lf_size"):
+        return np.stack(values) if values else np.zeros((0, 4 if name == "box" else 2), np.int32)
+    return np.asarray(values)
 
 
 def row_local_features(batch: dict, i: int, method: str) -> LocalFeatures:

@@ -19,8 +19,17 @@ from copyscope.matching.grouping import KEEP_RULES
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.bank_store import ROLES
 from copyscope.pipeline.model_spec import ModelSpec
-from copyscope.matching.reranking import RERANK_MODES, SCORE_NORMS, RerankOptions
+from copyscope.matching.reranking import DEFAULT_SETTLE, RERANK_MODES, SCORE_NORMS, RerankOptions
 
+
+
+def _settle(text: str) -> float | None:
+    if text == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a score or 'off', not {text!r}") from None
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
@@ -101,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index of known frames whose matches do not count: app screenshots, meme templates, logos")
     p.add_argument("--regions", type=int, default=12, help="sub-regions searched per query with --rerank full")
     p.add_argument("--verify-top", type=int, default=10, help="candidates verified per query")
+    p.add_argument("--settle", type=_settle, default=DEFAULT_SETTLE, metavar="SCORE|off",
+                   help=f"with --rerank full, a query whose whole image scores >= SCORE is decided without region "
+                        f"search (default {DEFAULT_SETTLE}); off: search the regions of every query")
     p.add_argument("--explain", default=None, help="write every match's evidence as JSON lines here")
     p.add_argument("--descriptors", default=None,
                    help="Parquet file or folder of precomputed query embeddings (columns id, embedding); --rerank none")
@@ -265,7 +277,7 @@ def run_match(args) -> dict:
     device = _device(args, read_manifest(args.index)["model"]["name"])
     summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(
                                mode=args.rerank, regions=args.regions, verify_top=args.verify_top,
-                               score_norm=args.score_norm, beta=args.beta),
+                               score_norm=args.score_norm, beta=args.beta, settle=args.settle),
                            background_dir=args.background, ignore_dir=args.ignore, explain_path=args.explain,
                            settings=_settings(args, device),
                            use_gpu=device.startswith("cuda") and gpu_search_available(),

@@ -33,6 +33,7 @@ class MatchSummary:
     failed: int
     rows: int
     verified_pairs: int
+    regions_searched: int  # queries whose regions were embedded (all of them without the cascade)
     seconds: float
 
 
@@ -69,12 +70,14 @@ def match_folder(
     ignore = CopyIndex.open(ignore_dir) if ignore_dir is not None else None
     listing = list_images(query_dir)
     bars: dict[str, tqdm] = {}
+    counts: dict[str, int] = {}
 
     def tick(stage: str, n: int) -> None:
+        counts[stage] = counts.get(stage, 0) + n
         if stage not in bars:
             total = len(listing.entries) if stage == "embed" else None
             bars[stage] = tqdm(total=total, desc=f"{stage} queries" if stage == "embed" else stage,
-                               unit="img" if stage == "embed" else "pair", disable=not progress)
+                               unit="img" if stage in ("embed", "regions") else "pair", disable=not progress)
         bars[stage].update(n)
 
     try:
@@ -91,7 +94,14 @@ def match_folder(
         write_explain(explain_path, result)
     return MatchSummary(queries=len(result.queries) + len(failures), matched=len(result.queries),
                         failed=len(failures), rows=n_rows, verified_pairs=result.verified_pairs,
+                        regions_searched=_regions_searched(rerank, counts, len(result.queries)),
                         seconds=round(time.perf_counter() - start, 3))
+
+
+def _regions_searched(rerank: RerankOptions, counts: dict[str, int], queries: int) -> int:
+    if rerank.mode != "full" or not rerank.regions:
+        return 0
+    return counts.get("regions", 0) if rerank.settle is not None else queries
 
 
 def match_embeddings_file(path: str | os.PathLike, index_dir: str | os.PathLike, out_csv: str | os.PathLike, *,
@@ -103,7 +113,7 @@ def match_embeddings_file(path: str | os.PathLike, index_dir: str | os.PathLike,
     names, vectors = read_embeddings(path, engine.dim)
     result = engine.match_embeddings(names, vectors, k=k, background=background)
     n_rows = write_matches(out_csv, zip(result.query, result.reference, result.score.astype("float32")))
-    return MatchSummary(queries=len(names), matched=len(names), failed=0, rows=n_rows, verified_pairs=0,
+    return MatchSummary(queries=len(names), matched=len(names), failed=0, rows=n_rows, verified_pairs=0, regions_searched=0,
                         seconds=round(time.perf_counter() - start, 3))
 
 

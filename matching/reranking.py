@@ -46,6 +46,9 @@ def packaged_calibration(model: str, local: dict | None) -> FittedCalibration | 
     return next((c for c in PACKAGED_CALIBRATIONS if c.model == model and c.local == local), None)
 
 
+DEFAULT_SETTLE = 0.99  # benchmarks/cascade.py
+
+
 @dataclass(frozen=True)
 class RerankOptions:
     """mode: none (global scores only), verify (local verification), full (verify + region search).
@@ -68,7 +71,7 @@ class RerankOptions:
     score_norm: str = "stretch"
     beta: float = 1.0
     geometry: str = "homography"
-    settle: float | None = None
+    settle: float | None = None  # the CLI's default is DEFAULT_SETTLE
 
     def __post_init__(self):
         if self.mode not in RERANK_MODES:

@@ -163,12 +163,13 @@ class Database:
             raise DatabaseUnavailable(f"cannot connect to {without_password(self.url)}: {str(e).strip()}") from e
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """A transaction on this thread's connection: committed on exit, rolled back on an exception."""
+    def transaction(self, write: bool = True) -> Iterator[Transaction]:
+        """A transaction on this thread's connection: committed on exit, rolled back on an exception.
+        write=False (`read()`): SQLite lets it run beside other readers and a writer (WAL)."""
         conn = self._connection()
         if self.dialect == "sqlite":
             cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield Transaction(cur, "sqlite")
             except BaseException:
@@ -186,6 +187,10 @@ class Database:
                 raise DatabaseUnavailable(f"lost the connection to {without_password(self.url)}: "
                                           f"{str(e).strip()}") from e
             raise
+
+    def read(self):
+        """A read-only transaction (see `transaction`)."""
+        return self.transaction(write=False)
 
     def migrate(self) -> int:
         """Apply every migration above the recorded version, each in one transaction -> the version now."""

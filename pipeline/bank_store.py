@@ -126,7 +126,7 @@ class BankStore:
 
     # ---------------------------------------------------------------- settings
     def setting(self, key: str) -> Any:
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             row = tx.one("SELECT value FROM settings WHERE key = ?", (key,))
         return json.loads(row[0]) if row else None
 
@@ -147,7 +147,7 @@ class BankStore:
 
     def audit_log(self, limit: int = 100, before: int | None = None) -> list[dict]:
         """Newest first: {"id", "at", "key", "action", "target", "detail"}."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             rows = tx.all("SELECT id, at, key_name, action, target, detail FROM audit WHERE id < ? "
                           "ORDER BY id DESC LIMIT ?", (before if before is not None else 2 ** 62, limit))
         return [{"id": r[0], "at": r[1], "key": r[2], "action": r[3], "target": r[4], "detail": json.loads(r[5])}
@@ -168,11 +168,11 @@ class BankStore:
             return self._bank(tx, name)
 
     def banks(self) -> list[Bank]:
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             return [_bank(r) for r in tx.all(f"SELECT {_BANK_COLUMNS} FROM banks ORDER BY name")]
 
     def bank(self, name: str) -> Bank:
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             return self._bank(tx, name)
 
     @staticmethod
@@ -219,14 +219,14 @@ class BankStore:
         return len(keys)
 
     def items_per_bank(self) -> dict[str, int]:
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             rows = tx.all("SELECT b.name, COUNT(i.id) FROM banks b LEFT JOIN items i ON i.bank_id = b.id "
                           "GROUP BY b.name")
         return {r[0]: int(r[1]) for r in rows}
 
     # ---------------------------------------------------------------- items
     def item(self, bank: str, content_id: str) -> Item:
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             self._bank(tx, bank)
             return self._item(tx, bank, content_id)
 
@@ -241,7 +241,7 @@ class BankStore:
     def items_by_key(self, keys: list[str]) -> dict[str, Item]:
         if not keys:
             return {}
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             marks = ", ".join("?" * len(keys))
             rows = tx.all(f"SELECT {_ITEM_COLUMNS} FROM items i JOIN banks b ON b.id = i.bank_id "
                           f"WHERE i.item_key IN ({marks})", keys)
@@ -249,7 +249,7 @@ class BankStore:
 
     def existing_item(self, bank: str, content_id: str, sha256: str) -> Item | None:
         """The stored item of this content_id when it holds this image; Conflict when it holds another."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             self._bank(tx, bank)
             try:
                 item = self._item(tx, bank, content_id)
@@ -305,7 +305,7 @@ class BankStore:
             self._audit(tx, actor, "item.delete", f"{bank}/{content_id}", {"sha256": item.sha256})
 
     def image(self, sha256: str) -> bytes:
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             row = tx.one("SELECT data FROM images WHERE sha256 = ?", (sha256,))
         if row is None:
             raise NotFound(f"no stored image {sha256[:12]}...")
@@ -313,13 +313,13 @@ class BankStore:
 
     # ---------------------------------------------------------------- what the engine holds
     def last_change(self) -> int:
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             row = tx.one("SELECT MAX(seq) FROM changes")
         return int(row[0]) if row and row[0] is not None else 0
 
     def changes_since(self, seq: int, limit: int = 10_000) -> tuple[int, list[str]]:
         """Changes after `seq` -> (the last seq read, the item keys they touch, each once)."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             rows = tx.all("SELECT seq, item_key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
         if not rows:
             return seq, []
@@ -327,7 +327,7 @@ class BankStore:
 
     def matchable_keys(self) -> set[str]:
         """Keys of the items that are enabled in an enabled bank."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             return {r[0] for r in tx.all("SELECT i.item_key FROM items i JOIN banks b ON b.id = i.bank_id "
                                          "WHERE i.enabled = 1 AND b.enabled = 1")}
 
@@ -337,7 +337,7 @@ class BankStore:
                "WHERE i.enabled = 1 AND b.enabled = 1 AND i.item_key IN ")
         for start in range(0, len(keys), batch):
             part = keys[start:start + batch]
-            with self.db.transaction() as tx:
+            with self.db.read() as tx:
                 rows = tx.all(sql + f"({', '.join('?' * len(part))})", part)
             yield from ((r[0], bytes(r[1]), None if r[2] is None else bytes(r[2])) for r in rows)
 
@@ -356,7 +356,7 @@ class BankStore:
         return secret
 
     def keys(self) -> list[dict]:
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             rows = tx.all("SELECT name, role, prefix, created, revoked FROM api_keys ORDER BY id")
         return [{"name": r[0], "role": r[1], "prefix": r[2], "created": r[3], "revoked": r[4]} for r in rows]
 
@@ -370,7 +370,7 @@ class BankStore:
 
     def authenticate(self, secret: str) -> Actor | None:
         """The actor of a valid, unrevoked key; None otherwise."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             row = tx.one("SELECT name, role FROM api_keys WHERE key_hash = ? AND revoked IS NULL",
                          (hash_key(secret),))
         return Actor(row[0], row[1]) if row else None
@@ -397,7 +397,7 @@ class BankStore:
 
     def match_record(self, match_id: str) -> dict:
         """A match record with its reviews and the sha256 of its kept image (None when none was kept)."""
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             row = tx.one("SELECT match_id, created, key_name, external_id, banks, decision, result, image_sha256 "
                          "FROM match_records WHERE match_id = ?", (match_id,))
             if row is None:
@@ -420,7 +420,7 @@ class BankStore:
             sql, params = sql + " AND key_name = ?", params + [key]
         if unreviewed:
             sql += " AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.match_id = m.match_id)"
-        with self.db.transaction() as tx:
+        with self.db.read() as tx:
             ids = [r[0] for r in tx.all(sql + " ORDER BY created DESC, match_id LIMIT ?", params + [limit])]
         return [self.match_record(i) for i in ids]
 

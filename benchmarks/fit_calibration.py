@@ -53,7 +53,7 @@ def explained(work: Path, half: Path, name: str, seed: int, make: list[str], mod
                   str(provisional), "--quiet", *extra)
     if not explain.exists():
         copyscope("match", str(bench / "queries"), "--index", str(idx), "--out", str(work / f"m_{name}.csv"),
-                  "--k", "10", "--explain", str(explain), "--quiet")
+                  "--k", "10", "--explain", str(explain), "--settle", "off", "--quiet")  # every query's regions
     return f"{explain}:{bench / 'ground_truth.csv'}"
 
 

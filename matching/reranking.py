@@ -71,7 +71,7 @@ class RerankOptions:
     score_norm: str = "stretch"
     beta: float = 1.0
     geometry: str = "homography"
-    settle: float | None = None  # the CLI's default is DEFAULT_SETTLE
+    settle: float | None = DEFAULT_SETTLE
 
     def __post_init__(self):
         if self.mode not in RERANK_MODES:

@@ -6,8 +6,6 @@ score reaches, the cascade equals the one-pass match row for row.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -49,17 +47,17 @@ def same(a: list[tuple], b: list[tuple]) -> bool:
 
 def test_cascade_that_decides_nothing_equals_one_pass(indexed):
     engine, queries, runner = indexed
-    one_pass = engine.match(queries, runner)
-    cascade = engine.match(queries, runner, rerank=dataclasses.replace(RerankOptions(), settle=1.01))
+    one_pass = engine.match(queries, runner, rerank=RerankOptions(settle=None))
+    cascade = engine.match(queries, runner, rerank=RerankOptions(settle=1.01))
     assert same(rows(cascade), rows(one_pass))
     assert cascade.queries == one_pass.queries and len(cascade.failures) == len(one_pass.failures)
 
 
 def test_decided_queries_skip_regions_and_the_others_get_the_one_pass_result(indexed):
     engine, queries, runner = indexed
-    one_pass = engine.match(queries, runner)
+    one_pass = engine.match(queries, runner, rerank=RerankOptions(settle=None))
     counts: dict[str, int] = {}
-    cascade = engine.match(queries, runner, rerank=dataclasses.replace(RerankOptions(), settle=0.99),
+    cascade = engine.match(queries, runner, rerank=RerankOptions(settle=0.99),
                            progress=lambda stage, n: counts.__setitem__(stage, counts.get(stage, 0) + n))
     assert counts["embed"] == len(queries)
     assert 0 < counts["regions"] <= len(queries) - 4  # several copies decided on their whole image

@@ -3,12 +3,13 @@
     RAY_AUTH_MODE=disabled .venv/bin/python benchmarks/serve_load.py ../shared/photos --work /tmp/serve_load \
         --items 10000 --clients 4 --seconds 60 [--add-share 0.3] [--port 0] [--db URL]
 
-Build (once; a re-run reuses WORK, which holds one bank size): 10 % of the photos are held out; --items edited
-copies of the others (1-2 of the project's edits each: crops, rescales, JPEG re-encoding, flips, rotations,
-colour jitter, greyscale, padding, text and emoji overlays) go to WORK/bank_images and are imported with
-`copyscope banks import` into bank "load" (a chunk at a time, so an interrupted import resumes); WORK/queries
-holds edited copies of bank items and edits of held-out photos (non-copies). Before each run, WORK/add_images
-gets fresh edits of bank photos that no earlier run added.
+Build (once; a re-run reuses WORK, which holds one bank size): the photos are split in three (seeded):
+10 % targets, 10 % held out, the rest fillers. --items edited images (1-2 of the project's edits each:
+crops, rescales, JPEG re-encoding, flips, rotations, colour jitter, greyscale, padding, text and emoji
+overlays), one of each target and several of each filler, go to WORK/bank_images and are imported with
+`copyscope banks import` into bank "load", a chunk at a time (an interrupted import resumes). WORK/queries
+holds edits of the target items (copies) and of held-out photos (non-copies). Before each run,
+WORK/add_images gets fresh edits of fillers, new content_ids that no earlier run added.
 
 Run: `copyscope serve` in a subprocess on loopback (its log in WORK/server.log), a curator key, a warm-up,
 then a baseline of one client matching sequentially, then --clients threads for --seconds, each request an
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import json
 import math
 import os
@@ -34,6 +34,7 @@ import threading
 import time
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Self
 
 import httpx
 import numpy as np
@@ -44,7 +45,11 @@ from copyscope.pipeline.decode import decode_image
 
 BANK = "load"
 EDIT_KINDS = ("crop", "rescale", "jpeg", "flip", "rotate", "color_jitter", "grayscale", "pad", "text", "emoji")
-HELD_OUT = 0.1  # share of the photos never in the bank (the non-copy queries)
+# Shares of the photos: targets have one bank item each (the copy queries are edits of it); held-out photos
+# are never in the bank (the non-copy queries); fillers make up the rest of the bank, several items each.
+# A copy of a photo with 3 or more items in the bank scores ~0: its inliers to them all count as a shared
+# frame (matching.shared_frames.BURST_IMAGES).
+TARGETS, HELD_OUT = 0.1, 0.1
 COPY_QUERIES, OTHER_QUERIES = 200, 50
 CHUNK = 2000  # images per `banks import` process
 ADDS_PER_SECOND = 15  # the add pool holds this many images per second of --seconds
@@ -80,41 +85,43 @@ def write_all(jobs: list[tuple[str, str, tuple[int, ...]]], what: str) -> None:
     print(f"wrote {len(todo)} {what} in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def split_photos(photos: Path, seed: int) -> tuple[list[str], list[str]]:
-    """-> (bank photos, held-out photos), a seeded split."""
+def split_photos(photos: Path, seed: int) -> tuple[list[str], list[str], list[str]]:
+    """-> (targets, fillers, held out): a seeded split, TARGETS and HELD_OUT of the photos, fillers the rest."""
     names = sorted(str(p) for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     order = [names[i] for i in np.random.default_rng([seed, 9]).permutation(len(names))]
-    cut = round(len(names) * HELD_OUT)
-    return order[cut:], order[:cut]
+    t, h = round(len(names) * TARGETS), round(len(names) * HELD_OUT)
+    return order[:t], order[t + h:], order[t:t + h]
 
 
-def bank_jobs(work: Path, bank_photos: list[str], items: int, seed: int) -> list[tuple[str, str, tuple]]:
-    """Item i: an edit of photo i * photos // items (consecutive items share a photo), in chunk i // CHUNK."""
-    return [(str(work / "bank_images" / f"{i // CHUNK:02d}" / f"b{i:06d}.jpg"),
-             bank_photos[i * len(bank_photos) // items], (seed, 0, i)) for i in range(items)]
+def bank_jobs(work: Path, targets: list[str], fillers: list[str], items: int, seed: int) -> list[tuple]:
+    """Items 0..T-1: one edit of each target photo; the rest: edits of the fillers (consecutive items share a
+    photo). Item i goes in chunk i // CHUNK."""
+    rest = items - len(targets)
+    sources = targets + [fillers[j * len(fillers) // rest] for j in range(rest)]
+    return [(str(work / "bank_images" / f"{i // CHUNK:02d}" / f"b{i:06d}.jpg"), source, (seed, 0, i))
+            for i, source in enumerate(sources)]
 
 
-def query_jobs(work: Path, bank: list[tuple], held_out: list[str], seed: int) -> list[tuple[str, str, tuple]]:
-    """Edits of bank item images (copies) and of held-out photos (non-copies)."""
-    rng = np.random.default_rng([seed, 1])
-    copies = [(str(work / "queries" / f"copy-{k:04d}.jpg"), bank[int(i)][0], (seed, 1, k))
-              for k, i in enumerate(rng.choice(len(bank), min(COPY_QUERIES, len(bank)), replace=False))]
+def query_jobs(work: Path, targets: list[tuple], held_out: list[str], seed: int) -> list[tuple]:
+    """Edits of the target items (copies) and of held-out photos (non-copies)."""
+    copies = [(str(work / "queries" / f"copy-{k:04d}.jpg"), targets[k % len(targets)][0], (seed, 1, k))
+              for k in range(COPY_QUERIES)]
     others = [(str(work / "queries" / f"other-{k:04d}.jpg"), held_out[k % len(held_out)], (seed, 2, k))
               for k in range(OTHER_QUERIES)]
     return copies + others
 
 
-def add_jobs(work: Path, bank_photos: list[str], first: int, n: int, seed: int) -> list[tuple[str, str, tuple]]:
-    """Add image k (content_id a{k}): an edit of a bank photo unlike any bank item's."""
-    return [(str(work / "add_images" / f"a{k:06d}.jpg"), bank_photos[k % len(bank_photos)], (seed, 3, k))
+def add_jobs(work: Path, fillers: list[str], first: int, n: int, seed: int) -> list[tuple]:
+    """Add image k (content_id a{k}): an edit of a filler photo unlike any bank item's."""
+    return [(str(work / "add_images" / f"a{k:06d}.jpg"), fillers[k % len(fillers)], (seed, 3, k))
             for k in range(first, first + n)]
 
 
 # ---------------------------------------------------------------- the bank
 def cli(*args: str, db: str | None, capture: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "copyscope.jobs.cli", *args, *(["--db", db] if db else [])]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else None, text=True,
-                          env=ENV)
+    done = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else None,
+                          text=True, env=ENV)
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {(done.stderr or '')[-3000:]}")
     return done
@@ -159,7 +166,7 @@ class Server:
         with open(log, "w") as f:
             self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=ENV)
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         start = time.perf_counter()
         while time.perf_counter() - start < 600:
             if self.proc.poll() is not None:
@@ -248,8 +255,7 @@ class Load:
 
 
 def stats(rows: list[tuple[str, float, int, str]], seconds: float) -> dict:
-    ms = np.array([r[1] for r in rows]) * 1000
-    p = np.percentile(ms, [50, 95, 99]) if len(ms) else [math.nan] * 3
+    p = np.percentile(np.array([r[1] for r in rows]) * 1000, [50, 95, 99])
     return {"count": len(rows), "per_s": round(len(rows) / seconds, 2), "p50_ms": round(float(p[0]), 1),
             "p95_ms": round(float(p[1]), 1), "p99_ms": round(float(p[2]), 1),
             "errors": sum(not 200 <= r[2] < 300 for r in rows)}
@@ -279,13 +285,15 @@ def main() -> None:
     (work / "build.json").write_text(json.dumps(recorded))
 
     build_start = time.perf_counter()
-    bank_photos, held_out = split_photos(Path(args.photos), args.seed)
-    bank = bank_jobs(work, bank_photos, args.items, args.seed)
+    targets, fillers, held_out = split_photos(Path(args.photos), args.seed)
+    if args.items <= len(targets):
+        raise SystemExit(f"--items must exceed the {len(targets)} target photos")
+    bank = bank_jobs(work, targets, fillers, args.items, args.seed)
     write_all(bank, "bank images")
-    write_all(query_jobs(work, bank, held_out, args.seed), "queries")
+    write_all(query_jobs(work, bank[:len(targets)], held_out, args.seed), "queries")
     import_bank(work, args.items, args.db)
     held = bank_items(data, args.db)
-    pool = add_jobs(work, bank_photos, held - args.items, max(100, math.ceil(args.seconds * ADDS_PER_SECOND)),
+    pool = add_jobs(work, fillers, held - args.items, max(100, math.ceil(args.seconds * ADDS_PER_SECOND)),
                     args.seed)
     write_all(pool, "add images")
     print(f"build: {time.perf_counter() - build_start:.0f} s", flush=True)
@@ -307,11 +315,11 @@ def main() -> None:
                 load.match(client, rng)
             baseline = stats(load.requests, time.perf_counter() - start)
             load.requests.clear()
-            load.decisions.clear()
             seconds = load.run(args.clients, args.seconds, args.add_share)
             after = bank_size(client)
 
-    routes = {route: stats([r for r in load.requests if r[0] == route], seconds) for route in ("match", "add")}
+    routes = {route: stats(rows, seconds) for route in ("match", "add")
+              if (rows := [r for r in load.requests if r[0] == route])}
     routes["total"] = stats(load.requests, seconds)
     found = {kind: (sum(d == "match" for k, d in load.decisions if k == kind),
                     sum(k == kind for k, _ in load.decisions)) for kind in ("copy", "other")}

@@ -29,6 +29,7 @@ INLIERS = "inlier_keypoints"
 BURST_IMAGES = 3
 FRAME_RADIUS = 0.04
 MIN_CONTENT_INLIERS = 4
+DUPLICATE_COSINE = 0.8  # descriptor similarity of two versions of one photo (SSCD: copies score >= ~0.75)
 SIDES = ("query", "reference")
 
 
@@ -42,21 +43,24 @@ def inlier_record(v: Verification, query_size: tuple[int, int], reference_size: 
 
 
 def frame_points(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequence[dict], min_images: int,
-                 sides: Sequence[str] = SIDES) -> dict[Hashable, np.ndarray]:
+                 sides: Sequence[str] = SIDES, partner_of: dict | None = None) -> dict[Hashable, np.ndarray]:
     """Bursty keypoints: (P,) (query image, reference image) of each pair and its evidence ->
     {image: (R, 2) float32 points of its keypoints that are inliers of pairs with `min_images` or more
     distinct partners}.
 
     sides: whose keypoints are counted: "query" (each query's over its candidates), or both in a collection
     matched against itself (dedup), where an image is the query of some pairs and the reference of others
-    and its keypoint rows are the same either way."""
+    and its keypoint rows are the same either way. partner_of: (query, reference) -> the partner a query
+    keypoint counts for that pair (default the reference): versions of one photo (copies of each other,
+    `duplicate_groups`) count as one partner, or a bank holding three versions of a photo would hide
+    every copy of it as a frame."""
     partners: dict[tuple[Hashable, int], set] = defaultdict(set)
     where: dict[tuple[Hashable, int], list[float]] = {}
     for (q, r), e in zip(owners, evidences):
         record = e.get(INLIERS)
         if not record:
             continue
-        for side, owner, other in (("query", q, r), ("reference", r, q)):
+        for side, owner, other in (("query", q, (partner_of or {}).get((q, r), r)), ("reference", r, q)):
             if side in sides:
                 for row, xy in zip(record[side], record[f"{side}_xy"]):
                     partners[(owner, row)].add(other)
@@ -66,6 +70,28 @@ def frame_points(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequenc
         if len(seen) >= min_images:
             found[owner].append(where[(owner, row)])
     return {owner: np.asarray(points, np.float32).reshape(-1, 2) for owner, points in found.items()}
+
+
+def duplicate_groups(ids: Sequence[Hashable], vectors: np.ndarray, min_cosine: float = DUPLICATE_COSINE) -> dict:
+    """(N,) image ids and their (N, D) L2-normalised descriptors -> {id: the smallest id of its group}, the
+    groups joined by pairs of cosine >= min_cosine (versions of one photo, copies of each other)."""
+    n = len(ids)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if n > 1:
+        sims = np.asarray(vectors, np.float32) @ np.asarray(vectors, np.float32).T
+        for a, b in zip(*np.nonzero(np.triu(sims >= min_cosine, k=1))):
+            parent[root(int(a))] = root(int(b))
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        members[root(i)].append(i)
+    return {ids[i]: min(ids[j] for j in group) for group in members.values() for i in group}
 
 
 def inlier_points(evidences: Sequence[dict], side: str = "query") -> np.ndarray:
@@ -121,10 +147,11 @@ def box_of(region: np.ndarray) -> list[float]:
 
 def discount_frames(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequence[dict], *,
                     sides: Sequence[str] = SIDES, min_images: int = BURST_IMAGES,
-                    ignored: dict[Hashable, np.ndarray] | None = None) -> list[dict]:
+                    ignored: dict[Hashable, np.ndarray] | None = None, partner_of: dict | None = None) -> list[dict]:
     """Every pair's evidence with the inliers in a frame removed on `sides`: near bursty keypoints
-    (`frame_points`) and, per image, near the (R, 2) points `ignored` (its inliers to an ignore bank)."""
-    frames = frame_points(owners, evidences, min_images, sides)
+    (`frame_points`, partners counted through `partner_of`) and, per image, near the (R, 2) points
+    `ignored` (its inliers to an ignore bank)."""
+    frames = frame_points(owners, evidences, min_images, sides, partner_of)
     for owner, extra in (ignored or {}).items():
         frames[owner] = np.concatenate([frames.get(owner, np.empty((0, 2), np.float32)), extra])
     query_side, reference_side = "query" in sides, "reference" in sides

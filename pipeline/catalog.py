@@ -163,6 +163,15 @@ class Catalog:
         vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
         return ids, vectors.copy()
 
+    def embeddings_of(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """id -> (D,) float32 embedding of the given ids that are stored."""
+        out = {}
+        for ref_id in dict.fromkeys(int(i) for i in ids):
+            row = self.db.execute("SELECT embedding FROM refs WHERE id = ?", (ref_id,)).fetchone()
+            if row:
+                out[ref_id] = np.frombuffer(row[0], np.float32)
+        return out
+
     def features(self, ref_id: int) -> LocalFeatures:
         """Local features of one reference by id (KeyError if unknown, ValueError if none were stored)."""
         row = self.db.execute("SELECT features FROM refs WHERE id = ?", (int(ref_id),)).fetchone()

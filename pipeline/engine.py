@@ -33,7 +33,7 @@ from copyscope.matching.reranking import (
     FEATURES, RerankOptions, directional_scores, packaged_calibration, pair_features, query_background_level,
 )
 from copyscope.matching.scoring import FittedCalibration
-from copyscope.matching.shared_frames import INLIERS, discount_frames, inlier_points
+from copyscope.matching.shared_frames import INLIERS, discount_frames, duplicate_groups, inlier_points
 from copyscope.pipeline.catalog import Catalog, Change, Reference
 from copyscope.pipeline.failures import Failure
 from copyscope.pipeline.files import file_stamp
@@ -454,7 +454,7 @@ class CopyIndex:
             ignored = self._ignored_points(views, queries.local, ignore, runner, rerank) if ignore else {}
             keys = list(found)
             found = dict(zip(keys, discount_frames(keys, [found[key] for key in keys], sides=("query",),
-                                                   ignored=ignored)))
+                                                   ignored=ignored, partner_of=self._partners(keys))))
             for p in chosen:
                 evidence[p] = found.get((views.ids[cands.query[p]], int(cands.reference[p])), {})
         features = pair_features(cands, level, evidence, rerank)
@@ -466,6 +466,20 @@ class CopyIndex:
         keep = top_per_query(cands.query, score, k)
         keep = keep[np.lexsort((-score[keep], cands.query[keep]))]
         return self._result(keep, views, cands, features, evidence, score, reverse, queries.failures, level)
+
+    def _partners(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """(query, reference id) pairs -> the partner each counts as for frame keypoints: per query, its
+        candidates that are versions of one photo (shared_frames.duplicate_groups) count once."""
+        vectors = self.catalog.embeddings_of(r for _, r in pairs)
+        by_query: dict[str, list[int]] = {}
+        for q, r in pairs:
+            by_query.setdefault(q, []).append(r)
+        out = {}
+        for q, refs in by_query.items():
+            refs = [r for r in refs if r in vectors]
+            group = duplicate_groups(refs, np.stack([vectors[r] for r in refs])) if refs else {}
+            out.update({(q, r): group[r] for r in refs})
+        return out
 
     def calibration_for(self, rerank: RerankOptions) -> FittedCalibration:
         """The index's calibration, checked against this use (UserError when it has none, or does not fit)."""

@@ -66,3 +66,14 @@ def test_one_collection_counts_an_image_on_either_side():
     out = discount_frames(owners, evidences, min_images=4)
     assert all(e["inliers"] == 0 for e in out)
     assert discount_frames(owners[:3], evidences[:3], min_images=4)[0]["inliers"] == 30
+
+
+def test_duplicate_groups_join_versions_of_one_photo_only():
+    from copyscope.matching.shared_frames import duplicate_groups
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 16))
+    versions = [a, a + 0.1 * rng.normal(size=16), a + 0.1 * rng.normal(size=16), b]
+    vectors = np.stack([v / np.linalg.norm(v) for v in versions]).astype(np.float32)
+    assert duplicate_groups([7, 3, 9, 5], vectors) == {7: 3, 3: 3, 9: 3, 5: 5}
+    assert duplicate_groups([4], vectors[:1]) == {4: 4}

@@ -109,3 +109,19 @@ def test_dedup_ignores_a_known_frame(tmp_path, framed_set):
     ignore.save()
     groups, after = dedup_run(tmp_path / "ignored", refs[:2], ignore_dir=tmp_path / "ignore")
     assert after[pair] == 0 and groups == []
+
+
+def test_versions_of_one_photo_in_a_bank_are_not_a_frame(tmp_path):
+    """Three versions of a photo map every keypoint of its copy to three references, as a frame would; they
+    are copies of each other, so they count as one partner and the copy is matched to each."""
+    photo = data.chelsea()
+    versions = {"chelsea": photo, "chelsea_grey": np.repeat(photo.mean(axis=2, keepdims=True), 3, 2).astype(np.uint8),
+                "chelsea_crop": photo[20:280, 30:420], "chelsea_bright": np.clip(photo * 1.2 + 10, 0, 255).astype(np.uint8)}
+    refs = [write(tmp_path / "refs", n, v) for n, v in versions.items()]
+    refs += [write(tmp_path / "refs", n, getattr(data, n)()) for n in ("astronaut", "coffee")]
+    query = write(tmp_path / "queries", "chelsea_copy", photo[40:260, 60:400])
+    engine = CopyIndex.create(tmp_path / "idx", SPEC)
+    engine.add_images(refs)
+    found = evidence_of(engine.match([query], k=6), "chelsea_copy")
+    for name in versions:
+        assert found[name]["inliers"] >= 12 and found[name]["score"] >= 0.5, (name, found[name])

@@ -81,7 +81,7 @@ class BankEngine:
         self.rerank, self.max_pixels = rerank, max_pixels
         self.runner = LocalRunner()
         self.applied = 0  # the last change of the log this engine reflects
-        self._lock = threading.RLock()
+        self._lock = SharedLock()  # matches share it; changes to the index take it alone
         self._lock_file = lock_file
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -116,7 +116,7 @@ class BankEngine:
 
     def close(self) -> None:
         self.stop_polling()
-        with self._lock:
+        with self._lock.writing():
             self.index.save()
             self.index.close()
             self.store.db.close()
@@ -125,7 +125,7 @@ class BankEngine:
     # ---------------------------------------------------------------- in step with the database
     def reconcile(self) -> None:
         """Make the engine hold exactly the matchable items (read from their stored descriptors)."""
-        with self._lock:
+        with self._lock.writing():
             seq = self.store.last_change()  # changes after it are replayed by sync (puts/removes are idempotent)
             want = self.store.matchable_keys()
             have = set(self.index.names().values())
@@ -139,7 +139,7 @@ class BankEngine:
     def sync(self) -> int:
         """Apply every change logged since the last one applied -> how many items it touched."""
         touched = 0
-        with self._lock:
+        with self._lock.writing():
             while True:
                 seq, keys = self.store.changes_since(self.applied)
                 if not keys:
@@ -186,12 +186,12 @@ class BankEngine:
         existing = self.store.existing_item(bank, content_id, digest)
         if existing is not None:
             return existing, False
-        with self._lock, _temp_file(self.data_dir, image) as path:
+        with _temp_file(self.data_dir, image) as path:  # embedding changes nothing: no lock
             refs, failed = next(self.index.references([(content_id, path)], self.runner, stamps={content_id: digest}))
-            if failed:
-                raise DecodeError(failed[0][2])
-            out = self.store.add_item(actor, bank, content_id, metadata, self._new_item(refs[0], image, digest))
-            self.sync()
+        if failed:
+            raise DecodeError(failed[0][2])
+        out = self.store.add_item(actor, bank, content_id, metadata, self._new_item(refs[0], image, digest))
+        self.sync()
         return out
 
     def import_files(self, actor: Actor, bank: str, files: list[tuple[str, str]], runner=None,
@@ -202,20 +202,19 @@ class BankEngine:
         runner = runner or self.runner
         added, failures = 0, []
         paths = dict(files)
-        with self._lock:
-            for refs, failed in self.index.references(files, runner, stamps={c: "file" for c, _ in files}):
-                failures += [(name, reason) for name, _, reason in failed]
-                for ref in refs:
-                    data = Path(paths[ref.name]).read_bytes()
-                    try:
-                        _, created = self.store.add_item(actor, bank, ref.name, {}, self._new_item(
-                            ref, data, hashlib.sha256(data).hexdigest()))
-                        added += created
-                    except Conflict as e:
-                        failures.append((ref.name, str(e)))
-                self.sync()
-                if progress:
-                    progress(len(refs) + len(failed))
+        for refs, failed in self.index.references(files, runner, stamps={c: "file" for c, _ in files}):
+            failures += [(name, reason) for name, _, reason in failed]
+            for ref in refs:
+                data = Path(paths[ref.name]).read_bytes()
+                try:
+                    _, created = self.store.add_item(actor, bank, ref.name, {}, self._new_item(
+                        ref, data, hashlib.sha256(data).hexdigest()))
+                    added += created
+                except Conflict as e:
+                    failures.append((ref.name, str(e)))
+            self.sync()
+            if progress:
+                progress(len(refs) + len(failed))
         return added, failures
 
     def _new_item(self, ref: Reference, image: bytes, digest: str) -> NewItem:
@@ -226,7 +225,7 @@ class BankEngine:
 
     def write(self, operation, *args, **kwargs):
         """Run a store write (BankStore.update_item, delete_item, update_bank, delete_bank), then apply it."""
-        with self._lock:
+        with self._lock.writing():
             out = operation(*args, **kwargs)
             self.sync()
         return out
@@ -238,7 +237,7 @@ class BankEngine:
         {"match_id", "created", "matches": [...best first]}. DecodeError for a bad image, NotFound for an
         unknown bank."""
         chosen = self._banks(banks)
-        with self._lock, _temp_file(self.data_dir, image) as path:
+        with self._lock.reading(), _temp_file(self.data_dir, image) as path:
             result = self.index.match([("upload", path)], self.runner, rerank=self.rerank)
         if result.failures:
             raise DecodeError(result.failures[0].reason)
@@ -253,7 +252,7 @@ class BankEngine:
         recorded like an online match -> (records, failures)."""
         chosen = self._banks(banks)
         thresholds = {b.name: (b.match_threshold, b.review_threshold) for b in chosen}
-        with self._lock:
+        with self._lock.reading():
             result = self.index.match(images, runner, rerank=self.rerank, progress=progress)
         items = self.store.items_by_key(list(dict.fromkeys(result.reference)))
         rows: dict[str, list[dict]] = {}
@@ -274,7 +273,7 @@ class BankEngine:
     def verification(self, query: bytes, reference: bytes) -> Verification:
         """An upload against a bank image, verified as a match verified them: the upload's features extracted
         as for a match, the bank image's as an add stores them (for drawing the pair on the review page)."""
-        with self._lock, _temp_file(self.data_dir, query) as q_path, _temp_file(self.data_dir, reference) as r_path:
+        with _temp_file(self.data_dir, query) as q_path, _temp_file(self.data_dir, reference) as r_path:
             q = self.index.embed_queries([("q", q_path)], self.runner, regions=0, local=True).local.get("q")
             refs, _ = next(self.index.references([("r", r_path)], self.runner, stamps={"r": "drawing"}))
         if q is None or not refs:
@@ -294,6 +293,49 @@ class BankEngine:
 
     def items_held(self) -> int:
         return len(self.index)
+
+
+class SharedLock:
+    """Many readers or one writer; the writer may take it again (a write that syncs), and waiting writers
+    go before new readers."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = self._waiting = self._depth = 0
+        self._writer: int | None = None
+
+    @contextlib.contextmanager
+    def reading(self):
+        with self._cond:
+            while self._writer is not None or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self):
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer != me:
+                self._waiting += 1
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+                self._waiting -= 1
+                self._writer = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ for verification), so a result never depends on where it was computed.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -35,26 +36,30 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 class LocalRunner:
-    """In process: the model is built once and kept; verification reads the catalog directly."""
+    """In process: the model is built once and kept; verification reads the catalog directly. Threads may
+    share one runner (a service's requests): models and verifiers are built once under a lock."""
 
     def __init__(self, settings: EmbedSettings = EmbedSettings()):
         self.settings = settings
         self._models: dict[str, EmbedActor] = {}
         self._verifiers: dict[tuple, VerifyActor] = {}
+        self._building = threading.Lock()
 
     def embed(self, rows: list[dict], spec: ModelSpec, prepare: PrepareOptions) -> Iterator[dict]:
         key = repr(spec.to_dict())
-        if key not in self._models:
-            threads = self.settings.threads_per_actor or os.cpu_count() or 1
-            self._models[key] = EmbedActor(spec.to_dict(), self.settings.device, threads)
+        with self._building:
+            if key not in self._models:
+                threads = self.settings.threads_per_actor or os.cpu_count() or 1
+                self._models[key] = EmbedActor(spec.to_dict(), self.settings.device, threads)
         model, options = self._models[key], prepare.to_dict()
         for start in range(0, len(rows), self.settings.batch_size):
             yield model(prepare_batch(_columns(rows[start:start + self.settings.batch_size]), options))
 
     def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> Iterator[dict]:
         key = (str(catalog_path), repr(sorted(local.items())), geometry)
-        if key not in self._verifiers:
-            self._verifiers[key] = VerifyActor(catalog_path, local, geometry)
+        with self._building:
+            if key not in self._verifiers:
+                self._verifiers[key] = VerifyActor(catalog_path, local, geometry)
         if rows:
             yield self._verifiers[key](_columns(rows))
 

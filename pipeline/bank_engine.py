@@ -37,7 +37,7 @@ from copyscope.pipeline.bank_db import Database, default_url, without_password
 from copyscope.pipeline.bank_store import ENGINE_SETTINGS, Actor, BankStore, Conflict, Item, NewItem, NotFound
 from copyscope.pipeline.catalog import Reference
 from copyscope.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, image_size
-from copyscope.pipeline.engine import CopyIndex, MatchResult
+from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.index_files import is_index_dir
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.pipeline.runners import LocalRunner

@@ -27,9 +27,12 @@ def _settle(text: str) -> float | None:
     if text == "off":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a score or 'off', not {text!r}") from None
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"a score from 0 to 1, or 'off', not {text!r}")
+    return value
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:

@@ -272,8 +272,6 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
     # ------------------------------------------------ banks
     @app.post("/v1/banks", status_code=201, tags=["banks"])
     def create_bank(body: BankCreate, actor: Curator):
-        if body.review_threshold > body.match_threshold:
-            raise ApiError(422, "invalid_request", "review_threshold must not exceed match_threshold")
         bank = engine.store.create_bank(actor, body.name, body.description, body.match_threshold,
                                         body.review_threshold)
         return bank.to_json(items=0)

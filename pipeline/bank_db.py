@@ -34,6 +34,7 @@ DIALECT_TYPES = {
     "postgresql": {"pk": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"},
 }
 CHANGE_LOCK = 8321  # the PostgreSQL advisory lock id that orders change rows
+MIGRATION_LOCK = 8322  # ... and the one that serialises migrations
 
 MIGRATIONS: list[tuple[int, str]] = [
     (1, """
@@ -99,7 +100,8 @@ class Transaction:
         return int(self.cursor.lastrowid)
 
     def lock_changes(self) -> None:
-        """Order this transaction's change rows after every earlier writer's (see the module docstring)."""
+        """Order this transaction after every earlier writer that took the lock: its change rows commit in
+        sequence order (see the module docstring), and a check-then-insert cannot race another."""
         if self.dialect == "postgresql":
             self.cursor.execute("SELECT pg_advisory_xact_lock(%s)", (CHANGE_LOCK,))
         # SQLite: the transaction began IMMEDIATE, so it already holds the write lock
@@ -114,7 +116,7 @@ class Database:
     def __init__(self, url: str, dialect: str, target: str):
         self.url, self.dialect, self._target = url, dialect, target
         self._local = threading.local()
-        self._all: list = []
+        self._all: dict[int, object] = {}  # thread id -> its connection
         self._guard = threading.Lock()
         self._epoch = 0  # bumped when a connection is found lost: every thread then opens a new one
 
@@ -138,16 +140,17 @@ class Database:
     def _connection(self):
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.epoch != self._epoch:
-            if conn is not None:  # opened before a connection was found lost
-                self._local.conn = None
-                with self._guard:
-                    self._all.remove(conn)
-                with contextlib.suppress(Exception):
-                    conn.close()
-            epoch, conn = self._epoch, self._open()
-            self._local.conn, self._local.epoch = conn, epoch
+            epoch, fresh = self._epoch, self._open()
             with self._guard:
-                self._all.append(conn)
+                # this thread's lost connection, and those of threads that ended (a server's worker pool
+                # retires idle threads): closed, not kept
+                alive = {t.ident for t in threading.enumerate()}
+                stale = [i for i in self._all if i not in alive] + ([threading.get_ident()] if conn else [])
+                for ident in stale:
+                    with contextlib.suppress(Exception):
+                        self._all.pop(ident).close()
+                self._all[threading.get_ident()] = fresh
+            conn, self._local.conn, self._local.epoch = fresh, fresh, epoch
         return conn
 
     def _open(self):
@@ -195,9 +198,9 @@ class Database:
     def migrate(self) -> int:
         """Apply every migration above the recorded version, each in one transaction -> the version now."""
         with self.transaction() as tx:
+            if self.dialect == "postgresql":  # two servers starting at once on a new database
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            if self.dialect == "postgresql":
-                tx.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")  # two servers starting at once
             row = tx.one("SELECT MAX(version) FROM schema_version")
             version = int(row[0]) if row and row[0] is not None else 0
             for number, sql in MIGRATIONS:
@@ -212,7 +215,7 @@ class Database:
 
     def close(self) -> None:
         with self._guard:
-            for conn in self._all:
+            for conn in self._all.values():
                 with contextlib.suppress(Exception):
                     conn.close()
             self._all.clear()

@@ -17,6 +17,7 @@ database, each with its own data folder.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -36,7 +37,7 @@ from copyscope.matching.verification import Verification
 from copyscope.pipeline.bank_db import Database, default_url, without_password
 from copyscope.pipeline.bank_store import ENGINE_SETTINGS, Actor, BankStore, Conflict, Item, NewItem, NotFound
 from copyscope.pipeline.catalog import Reference
-from copyscope.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, image_size
+from copyscope.pipeline.decode import DecodeError, image_size
 from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.index_files import is_index_dir
 from copyscope.pipeline.model_spec import ModelSpec
@@ -76,9 +77,9 @@ class BankEngine:
     """The matchable items of every enabled bank, in memory, over a data folder and a database."""
 
     def __init__(self, data_dir: Path, store: BankStore, index: CopyIndex, lock_file, *,
-                 rerank: RerankOptions = RerankOptions(), max_pixels: int = DEFAULT_MAX_PIXELS):
+                 rerank: RerankOptions = RerankOptions()):
         self.data_dir, self.store, self.index = data_dir, store, index
-        self.rerank, self.max_pixels = rerank, max_pixels
+        self.rerank = rerank
         self.runner = LocalRunner()
         self.applied = 0  # the last change of the log this engine reflects
         self._lock = SharedLock()  # matches share it; changes to the index take it alone
@@ -95,24 +96,21 @@ class BankEngine:
         data_dir.mkdir(parents=True, exist_ok=True)
         lock_file = _lock(data_dir)
         shutil.rmtree(data_dir / "tmp", ignore_errors=True)  # uploads of a process killed mid-request
-        db = Database.connect(db_url or default_url(data_dir))
-        store = BankStore(db)
-        wanted = {"model": ModelSpec(model).to_dict(), "local": local.to_dict() if local else None}
-        settings = store.claim_setting(ENGINE_SETTINGS, wanted)
-        spec = ModelSpec.from_dict(settings["model"])
-        local = LocalSpec(**settings["local"]) if settings["local"] else None
-        index_dir = data_dir / "index"
-        if is_index_dir(index_dir):
-            index = CopyIndex.open(index_dir)
-            if index.manifest["model"] != settings["model"] or index.manifest["local"] != settings["local"]:
-                raise UserError(f"{index_dir} was built for another model or local features than the database "
-                                f"{without_password(db.url)} records ({settings}); it is only a cache: delete it, or use "
-                                "another --data")
-        else:
-            index = CopyIndex.create(index_dir, spec, local=local)
-        engine = cls(data_dir, store, index, lock_file, **options)
-        engine.reconcile()
-        return engine
+        db = None
+        try:
+            db = Database.connect(db_url or default_url(data_dir))
+            store = BankStore(db)
+            wanted = {"model": ModelSpec(model).to_dict(), "local": local.to_dict() if local else None}
+            settings = store.claim_setting(ENGINE_SETTINGS, wanted)
+            index = _open_cache(data_dir / "index", settings, without_password(db.url))
+            engine = cls(data_dir, store, index, lock_file, **options)
+            engine.reconcile()
+            return engine
+        except BaseException:  # nothing half-open stays behind (a later open in this process would be "in use")
+            if db is not None:
+                db.close()
+            lock_file.close()
+            raise
 
     def close(self) -> None:
         self.stop_polling()
@@ -185,6 +183,7 @@ class BankEngine:
         digest = hashlib.sha256(image).hexdigest()
         existing = self.store.existing_item(bank, content_id, digest)
         if existing is not None:
+            self.sync()  # a first add of it may have committed and not yet be applied
             return existing, False
         with _temp_file(self.data_dir, image) as path:  # embedding changes nothing: no lock
             refs, failed = next(self.index.references([(content_id, path)], self.runner, stamps={content_id: digest}))
@@ -238,7 +237,7 @@ class BankEngine:
         unknown bank."""
         chosen = self._banks(banks)
         with self._lock.reading(), _temp_file(self.data_dir, image) as path:
-            result = self.index.match([("upload", path)], self.runner, rerank=self.rerank)
+            result = self.index.match([("upload", path)], self.runner, rerank=self._rerank_for(banks))
         if result.failures:
             raise DecodeError(result.failures[0].reason)
         items = self.store.items_by_key(list(dict.fromkeys(result.reference)))
@@ -253,7 +252,7 @@ class BankEngine:
         chosen = self._banks(banks)
         thresholds = {b.name: (b.match_threshold, b.review_threshold) for b in chosen}
         with self._lock.reading():
-            result = self.index.match(images, runner, rerank=self.rerank, progress=progress)
+            result = self.index.match(images, runner, rerank=self._rerank_for(banks), progress=progress)
         items = self.store.items_by_key(list(dict.fromkeys(result.reference)))
         rows: dict[str, list[dict]] = {}
         for row in result.explain:
@@ -274,13 +273,19 @@ class BankEngine:
         """An upload against a bank image, verified as a match verified them: the upload's features extracted
         as for a match, the bank image's as an add stores them (for drawing the pair on the review page)."""
         with _temp_file(self.data_dir, query) as q_path, _temp_file(self.data_dir, reference) as r_path:
-            q = self.index.embed_queries([("q", q_path)], self.runner, regions=0, local=True).local.get("q")
+            q = self.index.embed_queries([("q", q_path)], self.runner, regions=0, local=True,
+                                         full_size=True).local.get("q")
             refs, _ = next(self.index.references([("r", r_path)], self.runner, stamps={"r": "drawing"}))
         if q is None or not refs:
             raise DecodeError("a stored image no longer decodes")
         spec = self.index.local
         stored = from_bytes(to_bytes(compact(refs[0].local, spec)), spec.method)
         return verify_stored(q, stored, spec, self.rerank.geometry)
+
+    def _rerank_for(self, banks: list[str] | None) -> RerankOptions:
+        """Some banks only: no query is decided on its whole image, since the hit that would decide it may
+        lie in a bank not asked for (the engine searches every enabled bank, then results are filtered)."""
+        return self.rerank if banks is None else dataclasses.replace(self.rerank, settle=None)
 
     def _banks(self, names: list[str] | None):
         banks = {b.name: b for b in self.store.banks()}
@@ -293,6 +298,19 @@ class BankEngine:
 
     def items_held(self) -> int:
         return len(self.index)
+
+
+def _open_cache(index_dir: Path, settings: dict, db_name: str) -> CopyIndex:
+    """The data folder's index over the database's items, made with the model and local features it records."""
+    if not is_index_dir(index_dir):
+        local = LocalSpec(**settings["local"]) if settings["local"] else None
+        return CopyIndex.create(index_dir, ModelSpec.from_dict(settings["model"]), local=local)
+    index = CopyIndex.open(index_dir)
+    if index.manifest["model"] != settings["model"] or index.manifest["local"] != settings["local"]:
+        index.close()
+        raise UserError(f"{index_dir} was built for another model or local features than the database {db_name} "
+                        f"records ({settings}); it is only a cache: delete it, or use another --data")
+    return index
 
 
 class SharedLock:

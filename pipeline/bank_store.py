@@ -125,14 +125,10 @@ class BankStore:
         self.db = db
 
     # ---------------------------------------------------------------- settings
-    def setting(self, key: str) -> Any:
-        with self.db.read() as tx:
-            row = tx.one("SELECT value FROM settings WHERE key = ?", (key,))
-        return json.loads(row[0]) if row else None
-
     def claim_setting(self, key: str, value: Any) -> Any:
         """Store `value` under `key` unless a value is there already -> the stored value."""
         with self.db.transaction() as tx:
+            tx.lock_changes()  # check-then-insert: one writer at a time
             row = tx.one("SELECT value FROM settings WHERE key = ?", (key,))
             if row:
                 return json.loads(row[0])
@@ -158,6 +154,7 @@ class BankStore:
                     review_threshold: float) -> Bank:
         stamp = now()
         with self.db.transaction() as tx:
+            tx.lock_changes()  # check-then-insert: one writer at a time
             if tx.one("SELECT 1 FROM banks WHERE name = ?", (name,)):
                 raise Conflict(f"bank {name!r} exists")
             tx.insert("INSERT INTO banks (name, description, enabled, match_threshold, review_threshold, created, "
@@ -205,8 +202,10 @@ class BankStore:
             tx.lock_changes()
             bank = self._bank(tx, name)
             n = self._log_bank_items(tx, bank.id)
+            digests = [r[0] for r in tx.all("SELECT DISTINCT sha256 FROM items WHERE bank_id = ?", (bank.id,))]
             tx.execute("DELETE FROM items WHERE bank_id = ?", (bank.id,))
             tx.execute("DELETE FROM banks WHERE id = ?", (bank.id,))
+            self._drop_images(tx, digests)
             self._audit(tx, actor, "bank.delete", name, {"items": n})
             return n
 
@@ -238,14 +237,15 @@ class BankStore:
             raise NotFound(f"no item {content_id!r} in bank {bank!r}")
         return _item(row)
 
-    def items_by_key(self, keys: list[str]) -> dict[str, Item]:
-        if not keys:
-            return {}
-        with self.db.read() as tx:
-            marks = ", ".join("?" * len(keys))
-            rows = tx.all(f"SELECT {_ITEM_COLUMNS} FROM items i JOIN banks b ON b.id = i.bank_id "
-                          f"WHERE i.item_key IN ({marks})", keys)
-        return {r[0]: _item(r) for r in rows}
+    def items_by_key(self, keys: list[str], batch: int = 500) -> dict[str, Item]:
+        out = {}
+        for start in range(0, len(keys), batch):
+            part = keys[start:start + batch]
+            with self.db.read() as tx:
+                rows = tx.all(f"SELECT {_ITEM_COLUMNS} FROM items i JOIN banks b ON b.id = i.bank_id "
+                              f"WHERE i.item_key IN ({', '.join('?' * len(part))})", part)
+            out.update((r[0], _item(r)) for r in rows)
+        return out
 
     def existing_item(self, bank: str, content_id: str, sha256: str) -> Item | None:
         """The stored item of this content_id when it holds this image; Conflict when it holds another."""
@@ -273,8 +273,8 @@ class BankStore:
                                    "first to replace it")
                 return self._item(tx, bank, content_id), False
             key = uuid.uuid4().hex
-            if not tx.one("SELECT 1 FROM images WHERE sha256 = ?", (new.sha256,)):
-                tx.execute("INSERT INTO images (sha256, data) VALUES (?, ?)", (new.sha256, new.image))
+            tx.execute("INSERT INTO images (sha256, data) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING",
+                       (new.sha256, new.image))
             tx.insert("INSERT INTO items (item_key, bank_id, content_id, sha256, metadata, enabled, width, height, "
                       "embedding, features, created, updated) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
                       (key, b.id, content_id, new.sha256, json.dumps(metadata, sort_keys=True), new.width,
@@ -302,7 +302,17 @@ class BankStore:
             item = self._item(tx, bank, content_id)
             tx.execute("DELETE FROM items WHERE item_key = ?", (item.item_key,))
             tx.execute("INSERT INTO changes (item_key, at) VALUES (?, ?)", (item.item_key, now()))
+            self._drop_images(tx, [item.sha256])
             self._audit(tx, actor, "item.delete", f"{bank}/{content_id}", {"sha256": item.sha256})
+
+    @staticmethod
+    def _drop_images(tx: Transaction, digests: list[str]) -> None:
+        """Delete the stored images of deleted items, unless another item or an upload kept for review holds
+        the same image: a deleted item's pixels are not retained."""
+        for digest in digests:
+            tx.execute("DELETE FROM images WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM items WHERE sha256 = ?) "
+                       "AND NOT EXISTS (SELECT 1 FROM match_records WHERE image_sha256 = ?)",
+                       (digest, digest, digest))
 
     def image(self, sha256: str) -> bytes:
         with self.db.read() as tx:
@@ -348,6 +358,7 @@ class BankStore:
             raise UserError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         with self.db.transaction() as tx:
+            tx.lock_changes()  # check-then-insert: one writer at a time
             if tx.one("SELECT 1 FROM api_keys WHERE name = ?", (name,)):
                 raise Conflict(f"a key named {name!r} exists (revoked or not): choose another name")
             tx.insert("INSERT INTO api_keys (name, role, key_hash, prefix, created) VALUES (?, ?, ?, ?, ?)",
@@ -385,8 +396,8 @@ class BankStore:
         record = {"match_id": match_id, "created": now(), "key": actor.name, "external_id": external_id,
                   "banks": banks, "decision": decision, "matches": result}
         with self.db.transaction() as tx:
-            if image and not tx.one("SELECT 1 FROM images WHERE sha256 = ?", (image[0],)):
-                tx.execute("INSERT INTO images (sha256, data) VALUES (?, ?)", image)
+            if image:  # the same upload twice at once: one row
+                tx.execute("INSERT INTO images (sha256, data) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING", image)
             tx.execute("INSERT INTO match_records (match_id, key_name, created, external_id, banks, image_sha256, "
                        "decision, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (match_id, actor.name, record["created"], external_id, json.dumps(banks),

@@ -61,9 +61,12 @@ def test_bank_lifecycle_with_audit_and_changes(store):
     assert list(rows) == [store.item("known", "c2").item_key]
     assert np.frombuffer(rows[store.item("known", "c2").item_key][0], np.float32).shape == (4,)
 
+    assert store.image(new_item(1).sha256) == new_item(1).image
     store.delete_item(CURATOR, "known", "c1")
     with pytest.raises(NotFound):
         store.item("known", "c1")
+    with pytest.raises(NotFound):  # a deleted item's pixels are not retained
+        store.image(new_item(1).sha256)
     assert store.delete_bank(CURATOR, "known") == 1
     with pytest.raises(NotFound):
         store.bank("known")
@@ -127,3 +130,33 @@ def test_change_rows_are_in_commit_order_under_concurrent_writers(store):
         t.join()
     assert not errors
     assert seen == store.matchable_keys() and len(seen) == 40
+
+
+def test_racing_check_then_insert_writers_get_conflict_not_an_error(store):
+    outcomes, start = [], threading.Barrier(4)
+
+    def create():
+        start.wait()
+        try:
+            store.create_bank(CURATOR, "same", "", 0.9, 0.5)
+            outcomes.append("created")
+        except Conflict:
+            outcomes.append("conflict")
+        except Exception as e:  # surfaced below
+            outcomes.append(repr(e))
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict"] * 3 + ["created"]
+
+
+def test_connections_of_ended_threads_are_closed(store):
+    for _ in range(5):  # a server's worker pool retires idle threads and starts new ones
+        t = threading.Thread(target=store.banks)
+        t.start()
+        t.join()
+    store.banks()
+    assert len(store.db._all) <= 2  # this thread's, and at most the last ended thread's until the next open

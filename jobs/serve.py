@@ -31,7 +31,7 @@ from starlette.routing import Match
 from copyscope.descriptors.errors import UserError
 from copyscope.pipeline.bank_db import DatabaseUnavailable
 from copyscope.pipeline.bank_engine import DEFAULT_MATCH_THRESHOLD, DEFAULT_REVIEW_THRESHOLD, BankEngine
-from copyscope.pipeline.bank_store import ROLES, Actor, Conflict, NotFound
+from copyscope.pipeline.bank_store import ROLES, Actor, Conflict, InvalidChange, NotFound
 from copyscope.pipeline.decode import DecodeError, decode_image
 from copyscope.pipeline.reports.pair_drawing import draw_pair
 from copyscope.jobs.review_page import REVIEW_PAGE
@@ -235,6 +235,10 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
     async def not_found(_, e: NotFound):
         return _error(404, "not_found", str(e))
 
+    @app.exception_handler(InvalidChange)
+    async def invalid_change(_, e: InvalidChange):
+        return _error(422, "invalid_request", str(e))
+
     @app.exception_handler(Conflict)
     async def conflict(_, e: Conflict):
         return _error(409, "conflict", str(e))
@@ -288,10 +292,6 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
     @app.patch("/v1/banks/{bank}", tags=["banks"])
     def patch_bank(bank: str, body: BankPatch, actor: Curator):
         changes = body.model_dump(exclude_none=True)
-        current = engine.store.bank(bank)
-        match_at = changes.get("match_threshold", current.match_threshold)
-        if changes.get("review_threshold", current.review_threshold) > match_at:
-            raise ApiError(422, "invalid_request", "review_threshold must not exceed match_threshold")
         updated = engine.write(engine.store.update_bank, actor, bank, changes)
         return updated.to_json(items=engine.store.items_per_bank().get(bank, 0))
 

@@ -36,6 +36,10 @@ class Conflict(UserError):
     """A write that contradicts what is stored (a name taken, a content_id held by another image)."""
 
 
+class InvalidChange(UserError):
+    """A write that would leave stored values inconsistent (a review threshold above the match threshold)."""
+
+
 def now() -> str:
     """UTC time, ISO 8601 with milliseconds."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -180,8 +184,8 @@ class BankStore:
         return _bank(row)
 
     def update_bank(self, actor: Actor, name: str, changes: dict) -> Bank:
-        """changes: any of description, enabled, match_threshold, review_threshold (checked by the caller
-        against the stored values it does not change)."""
+        """changes: any of description, enabled, match_threshold, review_threshold; InvalidChange (nothing
+        written) when the review threshold would exceed the match threshold, checked in the transaction."""
         with self.db.transaction() as tx:
             tx.lock_changes()
             bank = self._bank(tx, name)
@@ -191,10 +195,13 @@ class BankStore:
                 tx.execute(f"UPDATE banks SET {column} = ? WHERE id = ?",
                            (int(value) if column == "enabled" else value, bank.id))
             tx.execute("UPDATE banks SET updated = ? WHERE id = ?", (now(), bank.id))
+            updated = self._bank(tx, name)
+            if updated.review_threshold > updated.match_threshold:
+                raise InvalidChange("review_threshold must not exceed match_threshold")
             if "enabled" in changes and bool(changes["enabled"]) != bank.enabled:
                 self._log_bank_items(tx, bank.id)
             self._audit(tx, actor, "bank.update", name, changes)
-            return self._bank(tx, name)
+            return updated
 
     def delete_bank(self, actor: Actor, name: str) -> int:
         """Remove a bank and its items -> how many items went with it."""

@@ -160,3 +160,15 @@ def test_connections_of_ended_threads_are_closed(store):
         t.join()
     store.banks()
     assert len(store.db._all) <= 2  # this thread's, and at most the last ended thread's until the next open
+
+
+def test_thresholds_are_checked_inside_the_write(store):
+    from copyscope.pipeline.bank_store import InvalidChange
+
+    store.create_bank(CURATOR, "known", "", 0.9, 0.5)
+    store.update_bank(CURATOR, "known", {"match_threshold": 0.6})  # fine alone
+    with pytest.raises(InvalidChange):  # fine alone too, but not after the first: nothing written
+        store.update_bank(CURATOR, "known", {"review_threshold": 0.8})
+    bank = store.bank("known")
+    assert (bank.match_threshold, bank.review_threshold) == (0.6, 0.5)
+    assert [e["action"] for e in store.audit_log()] == ["bank.update", "bank.create"]

@@ -39,7 +39,12 @@ class Candidates:
 
 def gather_candidates(views: QueryViews, index: SearchIndex, k: int) -> Candidates:
     """FAISS top-k of every view -> per (query, reference id) the best score and view."""
-    scores, rows = index.search(views.vectors, k)
+    return candidates_of(views, *index.search(views.vectors, k))
+
+
+def candidates_of(views: QueryViews, scores: np.ndarray, rows: np.ndarray) -> Candidates:
+    """(V, k) scores and reference ids (-1: none) of every view's search -> per (query, reference id) the
+    best score and view."""
     q = np.repeat(views.view_query, scores.shape[1])
     v = np.repeat(np.arange(len(views.view_query)), scores.shape[1])
     r, s = rows.ravel(), scores.ravel()

@@ -131,12 +131,18 @@ def either_way_scores(features: dict[str, np.ndarray], calibration: Calibration)
 
 
 def query_background_level(views: QueryViews, references: SearchIndex, background: SearchIndex | None,
-                           opts: RerankOptions) -> np.ndarray:
+                           opts: RerankOptions, reference_sims: np.ndarray | None = None) -> np.ndarray:
     """(Q,) background level of each query's whole-image view: `tail_level` of its nearest references,
-    merged with its nearest background images when a background index is given."""
+    merged with its nearest background images when a background index is given. reference_sims: (Q, >= k)
+    the whole views' similarities to their nearest references, when searched already (k = background_skip
+    + background_k)."""
     k = opts.background_skip + opts.background_k
     whole = views.vectors[views.full]
-    sims = [index.search(whole, k)[0] for index in (references, background) if index is not None and len(index)]
+    if reference_sims is not None and len(references):
+        sims = [reference_sims[:, :k]] + ([background.search(whole, k)[0]] if background is not None
+                                          and len(background) else [])
+    else:
+        sims = [index.search(whole, k)[0] for index in (references, background) if index is not None and len(index)]
     if not sims:
         return np.zeros(len(views.ids), np.float32)
     merged = -np.sort(-np.concatenate(sims, axis=1), axis=1)[:, :k]

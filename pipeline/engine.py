@@ -25,7 +25,7 @@ import numpy as np
 
 from copyscope.descriptors import PreprocessCfg
 from copyscope.descriptors.errors import UserError
-from copyscope.matching.candidates import QueryViews, gather_candidates, top_per_query
+from copyscope.matching.candidates import QueryViews, candidates_of, top_per_query
 from copyscope.matching.compact_features import compact
 from copyscope.matching.index import INDEX_TYPES, MIN_IVFPQ_VECTORS, IndexParams, SearchIndex
 from copyscope.matching.local_features import LocalFeatures, LocalSpec
@@ -443,9 +443,12 @@ class CopyIndex:
         views, search = queries.views, self.search_index()
         if search is None or len(search) == 0 or not views.ids:
             return self._result([], views, None, {}, [], np.empty(0), None, queries.failures, None)
-        cands = gather_candidates(views, search, max(k, rerank.verify_top))
+        # one search serves the candidates (top k_c of every view) and the level (top k_l of the whole views)
+        k_c, k_l = max(k, rerank.verify_top), rerank.background_skip + rerank.background_k
+        scores, rows = search.search(views.vectors, max(k_c, k_l))
+        cands = candidates_of(views, scores[:, :k_c], rows[:, :k_c])
         bg = background.search_index() if background is not None else None
-        level = query_background_level(views, search, bg, rerank)
+        level = query_background_level(views, search, bg, rerank, reference_sims=scores[views.full])
         evidence: list[dict] = [{} for _ in range(len(cands.query))]
         if rerank.mode != "none":
             chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)

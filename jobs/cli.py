@@ -305,11 +305,18 @@ def run_serve(args) -> int:
     return serve(args.data, args.db, args.host, args.port, model=args.model, log_level=args.log_level)
 
 
-def run_keys(args):
+def _store(args):
+    """The service database of --data / --db, for commands that need no engine."""
     from copyscope.pipeline.bank_db import Database, default_url
-    from copyscope.pipeline.bank_store import Actor, BankStore
+    from copyscope.pipeline.bank_store import BankStore
 
-    store = BankStore(Database.connect(args.db or default_url(args.data)))
+    return BankStore(Database.connect(args.db or default_url(args.data)))
+
+
+def run_keys(args):
+    from copyscope.pipeline.bank_store import Actor
+
+    store = _store(args)
     actor = Actor("cli", "admin")
     if args.keys_command == "create":
         print(store.create_key(actor, args.name, args.role))
@@ -328,10 +335,7 @@ def run_banks(args) -> dict:
         return import_folder(args.folder, args.data, args.db, args.bank, model=args.model,
                              settings=_settings(args, _device(args, args.model)), ray_address=args.ray_address,
                              use_ray=_use_ray(args), progress=not args.quiet)
-    from copyscope.pipeline.bank_db import Database, default_url
-    from copyscope.pipeline.bank_store import BankStore
-
-    store = BankStore(Database.connect(args.db or default_url(args.data)))
+    store = _store(args)
     counts = store.items_per_bank()
     return {"banks": [b.to_json(items=counts.get(b.name, 0)) for b in store.banks()]}
 

@@ -146,16 +146,14 @@ class Metrics:
         self.latency = Histogram("copyscope_request_seconds", "HTTP request latency", ["route", "method"],
                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10),
                                  registry=self.registry)
-        engine_ref = engine
-
         class Items:
             def collect(self):
                 family = GaugeMetricFamily("copyscope_bank_items", "items per bank", labels=["bank"])
-                for bank, n in engine_ref.store.items_per_bank().items():
+                for bank, n in engine.store.items_per_bank().items():
                     family.add_metric([bank], n)
                 yield family
                 yield GaugeMetricFamily("copyscope_engine_items", "matchable items in memory",
-                                        value=engine_ref.items_held())
+                                        value=engine.items_held())
 
         self.registry.register(Items())
 

@@ -240,34 +240,36 @@ class BankEngine:
             result = self.index.match([("upload", path)], self.runner, rerank=self._rerank_for(banks))
         if result.failures:
             raise DecodeError(result.failures[0].reason)
-        items = self.store.items_by_key(list(dict.fromkeys(result.reference)))
-        matches = decisions(result.explain, items, {b.name: (b.match_threshold, b.review_threshold) for b in chosen})
-        kept = (hashlib.sha256(image).hexdigest(), image) if matches else None
-        return self.store.record_match(actor, external_id, [b.name for b in chosen], matches, kept)
+        return self._record(actor, result, chosen, {"upload": (external_id, lambda: image)})["upload"]
 
     def match_files(self, actor: Actor, images: list[tuple[str, str]], runner, banks: list[str] | None = None,
                     progress=None) -> tuple[list[dict], list]:
         """A backlog: (external_id, path) files matched in one batch through `runner` (e.g. on Ray), each
         recorded like an online match -> (records, failures)."""
         chosen = self._banks(banks)
-        thresholds = {b.name: (b.match_threshold, b.review_threshold) for b in chosen}
         with self._lock.reading():
             result = self.index.match(images, runner, rerank=self._rerank_for(banks), progress=progress)
+        uploads = {name: (name, lambda path=path: Path(path).read_bytes()) for name, path in images}
+        records = self._record(actor, result, chosen, uploads, batch="backlog")
+        return [records[name] for name in result.queries], result.failures
+
+    def _record(self, actor: Actor, result, chosen: list, uploads: dict, batch: str | None = None) -> dict[str, dict]:
+        """Decide and record each query of an engine result -> {query: record}. uploads: query -> (external_id,
+        a function giving its bytes, read only when something matched and the upload is kept for review)."""
+        thresholds = {b.name: (b.match_threshold, b.review_threshold) for b in chosen}
         items = self.store.items_by_key(list(dict.fromkeys(result.reference)))
         rows: dict[str, list[dict]] = {}
         for row in result.explain:
             rows.setdefault(row["query_id"], []).append(row)
-        paths = dict(images)
-        records = []
+        records = {}
         for name in result.queries:
             matches = decisions(rows.get(name, []), items, thresholds)
-            kept = None
-            if matches:
-                data = Path(paths[name]).read_bytes()
-                kept = (hashlib.sha256(data).hexdigest(), data)
-            records.append(self.store.record_match(actor, name, [b.name for b in chosen], matches, kept,
-                                                   batch="backlog"))
-        return records, result.failures
+            external_id, read = uploads[name]
+            data = read() if matches else None
+            kept = (hashlib.sha256(data).hexdigest(), data) if matches else None
+            records[name] = self.store.record_match(actor, external_id, [b.name for b in chosen], matches, kept,
+                                                    batch=batch)
+        return records
 
     def verification(self, query: bytes, reference: bytes) -> Verification:
         """An upload against a bank image, verified as a match verified them: the upload's features extracted

@@ -118,6 +118,11 @@ def _item(row: tuple) -> Item:
                 row[8], row[9])
 
 
+def _held(bank: str, content_id: str, sha256: str) -> Conflict:
+    return Conflict(f"content_id {content_id!r} of bank {bank!r} holds another image (sha256 {sha256[:12]}...): "
+                    "delete it first to replace it")
+
+
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -263,8 +268,7 @@ class BankStore:
             except NotFound:
                 return None
         if item.sha256 != sha256:
-            raise Conflict(f"content_id {content_id!r} of bank {bank!r} holds another image "
-                           f"(sha256 {item.sha256[:12]}...): delete it first to replace it")
+            raise _held(bank, content_id, item.sha256)
         return item
 
     def add_item(self, actor: Actor, bank: str, content_id: str, metadata: dict, new: NewItem) -> tuple[Item, bool]:
@@ -276,8 +280,7 @@ class BankStore:
             row = tx.one("SELECT sha256 FROM items WHERE bank_id = ? AND content_id = ?", (b.id, content_id))
             if row is not None:
                 if row[0] != new.sha256:
-                    raise Conflict(f"content_id {content_id!r} of bank {bank!r} holds another image: delete it "
-                                   "first to replace it")
+                    raise _held(bank, content_id, row[0])
                 return self._item(tx, bank, content_id), False
             key = uuid.uuid4().hex
             tx.execute("INSERT INTO images (sha256, data) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING",

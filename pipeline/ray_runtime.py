@@ -1,15 +1,13 @@
 """Start or join Ray: local by default, any cluster by address; and the choice between Ray and in process.
 
-Actor stages are declared with max_restarts=0 (ACTOR_OPTIONS): Ray Data keeps their constructor arguments in
-the object store, and Ray's core worker prints a warning on every run for restartable actors that have them.
-A failed actor fails the job, which a re-run resumes (jobs commit as they go)."""
+Actors are declared with max_restarts=0 (ACTOR_OPTIONS): a failed actor fails the job, which a re-run resumes
+(jobs commit as they go)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import warnings
 from typing import Iterator
 
 import ray
@@ -43,11 +41,9 @@ def quiet_ray_data() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" notice
-    # map_batches takes actor options such as max_restarts only as extra keywords, which it calls deprecated
-    warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
 
 
-# Below this many images a job runs in process: starting Ray, its actors and Ray Data costs ~5 s here,
+# Below this many images a job runs in process: starting Ray and its actor pool costs ~5 s here,
 # more than two Ray workers save on a couple of hundred images.
 MIN_RAY_IMAGES = 200
 
@@ -55,7 +51,7 @@ MIN_RAY_IMAGES = 200
 @contextlib.contextmanager
 def choose_runner(n_images: int, settings, address: str | None = None, use_ray: bool | None = None):
     """A LocalRunner for small work, else a RayRunner inside a Ray session (always with an address or
-    use_ray=True; never with use_ray=False)."""
+    use_ray=True; never with use_ray=False), whose actors are killed when the block exits, also on error."""
     from copyscope.pipeline.runners import LocalRunner, RayRunner
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -64,5 +60,5 @@ def choose_runner(n_images: int, settings, address: str | None = None, use_ray: 
     if not use_ray:
         yield LocalRunner(settings)
         return
-    with ray_session(address):
-        yield RayRunner(settings)
+    with ray_session(address), contextlib.closing(RayRunner(settings)) as runner:
+        yield runner

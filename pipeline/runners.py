@@ -1,9 +1,14 @@
-"""Where the engine's batch work runs: in this process (no Ray), or on Ray actors. Both take and give the
-same batches (pipeline.stages.prepare_batch + EmbedActor for embedding, pipeline.verify_stage.VerifyActor
-for verification), so a result never depends on where it was computed.
+"""Where the engine's batch work runs: in this process (no Ray), or on a pool of Ray actors. Both take and
+give the same batches (pipeline.stages.prepare_batch + EmbedActor for embedding,
+pipeline.verify_stage.VerifyActor for verification), and each Ray actor is a LocalRunner in its own process,
+so a result never depends on where it was computed.
 
     embed(rows, spec, prepare) -> iterator of view-row batches with "embedding" (B, D) float32
     verify(rows, catalog_path, local, geometry) -> iterator of {"query", "reference", "evidence"} batches
+
+A RayRunner starts its actors on first use and keeps them until `close()`: one pool serves every pass of a
+command (a cascade's two embed and two verify passes, a dedup job's embedding and verification), so each
+actor loads a model and opens a catalog once per command, not once per pass.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from typing import Iterator
 
 import numpy as np
 import ray
+from ray.util import ActorPool
 
-from copyscope.pipeline.embedding import EmbedSettings, embed_rows
+from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.pipeline.ray_runtime import ACTOR_OPTIONS
 from copyscope.pipeline.stages import EmbedActor, PrepareOptions, prepare_batch
 from copyscope.pipeline.verify_stage import VerifyActor
+
+VERIFY_ROWS = 4  # query rows per verify task: a query's candidates take a while, so small tasks balance actors
 
 
 def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
@@ -64,22 +72,67 @@ class LocalRunner:
             yield self._verifiers[key](_columns(rows))
 
 
+class StageWorker:
+    """One actor of a RayRunner's pool: a LocalRunner in the actor's process, kept for the whole command.
+    Takes and gives what crosses the object store: specs as dicts, batches as lists."""
+
+    def __init__(self, settings: EmbedSettings):
+        self.runner = LocalRunner(settings)
+
+    def embed(self, rows: list[dict], spec: dict, prepare: dict) -> list[dict]:
+        return list(self.runner.embed(rows, ModelSpec.from_dict(spec), PrepareOptions.from_dict(prepare)))
+
+    def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> list[dict]:
+        return list(self.runner.verify(rows, catalog_path, local, geometry))
+
+
 class RayRunner:
-    """On Ray actors (needs a running Ray: pipeline.ray_runtime.ray_session); batches arrive in any order."""
+    """On a pool of StageWorker actors (needs a running Ray: pipeline.ray_runtime.ray_session), started on first
+    use and shared by every embed and verify call until `close()`; batches arrive in any order.
+
+    settings.actors() actors embed, each on one CPU and, when settings.device is cuda, one GPU. Verification
+    runs on one actor per CPU of the cluster (as many as embed on a CPU-only cluster; with a GPU or fewer
+    model replicas than CPUs, CPU-only actors are added on the first verify call)."""
 
     def __init__(self, settings: EmbedSettings = EmbedSettings()):
         self.settings = settings
+        self.workers: list[ray.actor.ActorHandle] = []  # the embedding actors first, then verify-only ones
+        self._embedders = 0
+
+    def _pool(self, size: int = 0) -> ActorPool:
+        """An ActorPool over the first max(size, settings.actors()) actors, starting those missing: the
+        embedding actors on first use, then CPU-only ones that only verify."""
+        s = self.settings
+        if not self.workers:
+            self._embedders = s.actors()
+            inside = EmbedSettings(s.actor_device or s.device, threads_per_actor=s.threads(self._embedders),
+                                   batch_size=s.batch_size)
+            gpus = 1 if s.device.startswith("cuda") else 0
+            self.workers = [_start(inside, gpus) for _ in range(self._embedders)]
+        size = max(size, self._embedders)
+        self.workers += [_start(EmbedSettings(threads_per_actor=1), 0) for _ in range(size - len(self.workers))]
+        return ActorPool(self.workers[:size])
 
     def embed(self, rows: list[dict], spec: ModelSpec, prepare: PrepareOptions) -> Iterator[dict]:
-        yield from embed_rows(rows, spec, prepare, self.settings)
+        size, spec_dict, options = self.settings.batch_size, spec.to_dict(), prepare.to_dict()
+        chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+        if chunks:
+            for batches in self._pool().map_unordered(lambda w, c: w.embed.remote(c, spec_dict, options), chunks):
+                yield from batches
 
     def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> Iterator[dict]:
-        if not rows:
-            return
-        workers = max(1, min(len(rows), int(ray.cluster_resources().get("CPU", 1))))
-        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * workers))
-        ds = ds.map_batches(VerifyActor, batch_size=4, batch_format="numpy", num_cpus=1,
-                            fn_constructor_kwargs={"catalog_path": str(catalog_path), "local": local,
-                                                   "geometry": geometry},
-                            compute=ray.data.ActorPoolStrategy(size=workers), **ACTOR_OPTIONS)
-        yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+        path, chunks = str(catalog_path), [rows[i:i + VERIFY_ROWS] for i in range(0, len(rows), VERIFY_ROWS)]
+        if chunks:
+            pool = self._pool(int(ray.cluster_resources().get("CPU", 1)))
+            for batches in pool.map_unordered(lambda w, c: w.verify.remote(c, path, local, geometry), chunks):
+                yield from batches
+
+    def close(self) -> None:
+        """Kill the pool's actors (a joined cluster keeps no idle ones); a later call starts a new pool."""
+        for worker in self.workers:
+            ray.kill(worker)
+        self.workers = []
+
+
+def _start(settings: EmbedSettings, gpus: int) -> ray.actor.ActorHandle:
+    return ray.remote(StageWorker).options(num_cpus=1, num_gpus=gpus, **ACTOR_OPTIONS).remote(settings)

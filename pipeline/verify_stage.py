@@ -1,5 +1,6 @@
-"""Verification of (query, reference) pairs with local features: one callable class, run in process or as a
-Ray Data actor stage. Reference features are read by id from the index's catalog (pipeline.catalog)."""
+"""Verification of (query, reference) pairs with local features: one callable class, run in process or on a
+RayRunner's actors (pipeline.runners). Reference features are read by id from the index's catalog
+(pipeline.catalog)."""
 
 from __future__ import annotations
 

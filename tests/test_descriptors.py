@@ -181,10 +181,13 @@ def test_timm_seed_recorded_only_where_weights_leave_parameters_random(tmp_path)
 
 
 def test_two_embed_actors_give_the_vectors_of_one_in_process_build(tmp_path, ray_local):
+    import contextlib
+
     from PIL import Image
 
-    from copyscope.pipeline.embedding import EmbedSettings, embed_rows
+    from copyscope.pipeline.embedding import EmbedSettings
     from copyscope.pipeline.model_spec import ModelSpec
+    from copyscope.pipeline.runners import RayRunner
     from copyscope.pipeline.stages import PrepareOptions
 
     spec = ModelSpec("timm:resnet18", options=TIMM_RANDOM)
@@ -193,11 +196,12 @@ def test_two_embed_actors_give_the_vectors_of_one_in_process_build(tmp_path, ray
     for i, im in enumerate(photos()):
         Image.fromarray(im).save(tmp_path / f"p{i}.png")
         rows.append({"id": f"p{i}", "path": str(tmp_path / f"p{i}.png")})
-    settings = EmbedSettings(num_actors=2, threads_per_actor=1, batch_size=1)
+    runner = RayRunner(EmbedSettings(num_actors=2, threads_per_actor=1, batch_size=1))
     got = {}
-    for batch in embed_rows(rows, spec, PrepareOptions(preprocess=model.cfg.to_dict()), settings):
-        assert not any(batch["error"])
-        got.update({str(i): e for i, e in zip(batch["id"], batch["embedding"])})
+    with contextlib.closing(runner):
+        for batch in runner.embed(rows, spec, PrepareOptions(preprocess=model.cfg.to_dict())):
+            assert not any(batch["error"])
+            got.update({str(i): e for i, e in zip(batch["id"], batch["embedding"])})
     want = model(photos())
     assert sorted(got) == [r["id"] for r in rows]
     np.testing.assert_allclose(np.stack([got[r["id"]] for r in rows]), want, atol=1e-5)

@@ -1,6 +1,7 @@
 """Oracle: the Ray verify stage gives, pair for pair, the evidence of `verify_stored` called directly on the
 same features (the reference features as the workers read them back from the catalog)."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -19,9 +20,10 @@ SPEC = LocalSpec()  # compact stored references, full queries projected at verif
 def ray_verify(pairs: dict[str, list[int]], local: dict, catalog_path) -> dict[tuple[str, int], dict]:
     """The Ray entry point under test -> {(query, reference id): evidence}. The one place to adapt."""
     found = {}
-    for batch in RayRunner().verify(query_rows(pairs, local), str(catalog_path), SPEC.to_dict(), "homography"):
-        for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
-            found[(str(q), int(r))] = json.loads(str(e))
+    with contextlib.closing(RayRunner()) as runner:
+        for batch in runner.verify(query_rows(pairs, local), str(catalog_path), SPEC.to_dict(), "homography"):
+            for q, r, e in zip(batch["query"], batch["reference"], batch["evidence"]):
+                found[(str(q), int(r))] = json.loads(str(e))
     return found
 
 

@@ -100,7 +100,8 @@ class Verification:
 
 
 def distance_matrix(q: LocalFeatures, r: LocalFeatures) -> np.ndarray:
-    """(M, D) and (N, D) descriptors -> (M, N) float32 distances: Hamming for binary methods, else L2.
+    """(M, D) and (N, D) descriptors -> (M, N) float32 distances: Hamming for binary methods, else squared L2
+    (it ranks as L2 does, without the square root).
 
     One matrix product either way (binary descriptors as unpacked bits), exact for uint8 input.
     """
@@ -111,8 +112,11 @@ def distance_matrix(q: LocalFeatures, r: LocalFeatures) -> np.ndarray:
         rb = np.unpackbits(r.descriptors, axis=1).astype(np.float32)
         return qb.sum(axis=1)[:, None] + rb.sum(axis=1)[None] - 2 * (qb @ rb.T)
     qd, rd = q.descriptors.astype(np.float32), r.descriptors.astype(np.float32)
-    squared = (qd * qd).sum(axis=1)[:, None] + (rd * rd).sum(axis=1)[None] - 2 * (qd @ rd.T)
-    return np.sqrt(np.maximum(squared, 0, out=squared), out=squared)
+    out = qd @ rd.T
+    out *= -2
+    out += (qd * qd).sum(axis=1)[:, None]
+    out += (rd * rd).sum(axis=1)[None]
+    return np.maximum(out, 0, out=out)
 
 
 def match_features(q: LocalFeatures, r: LocalFeatures, *, ratio: float | None = 0.75,
@@ -129,12 +133,13 @@ def match_features(q: LocalFeatures, r: LocalFeatures, *, ratio: float | None = 
     rows = np.arange(len(distances))
     nearest = distances.argmin(axis=1)
     keep = np.ones(len(rows), bool)
-    if ratio is not None and distances.shape[1] > 1:
-        best = distances[rows, nearest]
-        second = np.partition(distances, 1, axis=1)[:, 1]
-        keep &= best < ratio * second
     if mutual:
         keep &= distances.argmin(axis=0)[nearest] == rows
+    if ratio is not None and distances.shape[1] > 1:
+        best = distances[rows, nearest].copy()
+        distances[rows, nearest] = np.inf
+        second = distances.min(axis=1)
+        keep &= best < (ratio * second if q.method in BINARY_METHODS else ratio * ratio * second)
     return np.stack([rows[keep], nearest[keep]], axis=1).astype(np.int32)
 
 

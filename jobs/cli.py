@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore", default=None,
                    help="index of known frames whose matches do not count: app screenshots, meme templates, logos")
     p.add_argument("--regions", type=int, default=12, help="sub-regions searched per query with --rerank full")
+    p.add_argument("--region-size", type=int, default=None,
+                   help="short side region views are embedded at (default: the model's size)")
     p.add_argument("--verify-top", type=int, default=10, help="candidates verified per query")
     p.add_argument("--settle", type=_settle, default=DEFAULT_SETTLE, metavar="SCORE|off",
                    help=f"with --rerank full, a query whose whole image scores >= SCORE is decided without region "
@@ -279,7 +281,8 @@ def run_match(args) -> dict:
 
     device = _device(args, read_manifest(args.index)["model"]["name"])
     summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(
-                               mode=args.rerank, regions=args.regions, verify_top=args.verify_top,
+                               mode=args.rerank, regions=args.regions, region_size=args.region_size,
+                               verify_top=args.verify_top,
                                score_norm=args.score_norm, beta=args.beta, settle=args.settle),
                            background_dir=args.background, ignore_dir=args.ignore, explain_path=args.explain,
                            settings=_settings(args, device),

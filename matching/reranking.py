@@ -53,7 +53,9 @@ DEFAULT_SETTLE = 0.99  # benchmarks/cascade.py
 class RerankOptions:
     """mode: none (global scores only), verify (local verification), full (verify + region search).
 
-    regions: sub-regions searched per query in full mode. verify_top: candidates verified per query.
+    regions: sub-regions searched per query in full mode. region_size: the short side region views are
+    resized to before embedding (None: the model's size, as for whole images). verify_top: candidates
+    verified per query.
     background_skip, background_k: the background level of a query is the mean similarity of its
     nearest images ranked background_skip .. background_skip + background_k - 1 among the references
     (and the background index, when one is given), `scoring.tail_level`.
@@ -65,6 +67,7 @@ class RerankOptions:
 
     mode: str = "full"
     regions: int = 12
+    region_size: int | None = None
     verify_top: int = 10
     background_skip: int = 8
     background_k: int = 16

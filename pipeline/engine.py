@@ -287,11 +287,12 @@ class CopyIndex:
             self.search_index()
             self._apply(self.catalog.put_failures(failures))
 
-    def prepare_options(self, regions: int = 0, local: bool = True, pixel_hash: bool = False) -> PrepareOptions:
+    def prepare_options(self, regions: int = 0, local: bool = True, pixel_hash: bool = False,
+                        region_size: int | None = None) -> PrepareOptions:
         """What the prepare stage makes of each image for this index (its preprocessing, its local features)."""
         cfg = PreprocessCfg.from_dict(self.manifest["descriptor"]["preprocess"])
-        return PrepareOptions(cfg.to_dict(), regions=regions, local=self.local if local else None,
-                              pixel_hash=pixel_hash)
+        return PrepareOptions(cfg.to_dict(), regions=regions, region_size=region_size,
+                              local=self.local if local else None, pixel_hash=pixel_hash)
 
     def references(self, images: Sequence[tuple[str, str]], runner=None, *,
                    stamps: dict[str, str] | None = None) -> Iterator[tuple[list[Reference], list[tuple[str, str, str]]]]:
@@ -334,13 +335,14 @@ class CopyIndex:
     # ---------------------------------------------------------------- match
     def embed_queries(self, images: Sequence[tuple[str, str]], runner, *, regions: int, local: bool,
                       progress: Callable[[int], None] | None = None, whole: bool = True,
-                      full_size: bool = False) -> EmbeddedQueries:
+                      full_size: bool = False, region_size: int | None = None) -> EmbeddedQueries:
         """(name, path) images -> every view's descriptor and the whole image's local features.
 
         whole=False: only the region views (a cascade's second pass). full_size: decode at full size even
-        without regions, so that a first pass without them sees the pixels a pass with them would."""
-        prepare = dataclasses.replace(self.prepare_options(regions=regions, local=local), whole=whole,
-                                      full_size=full_size)
+        without regions, so that a first pass without them sees the pixels a pass with them would. region_size:
+        the short side of region views (None: the model's)."""
+        prepare = dataclasses.replace(self.prepare_options(regions=regions, local=local, region_size=region_size),
+                                      whole=whole, full_size=full_size)
         views: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
         features: dict[str, LocalFeatures] = {}
         failures = []
@@ -388,7 +390,8 @@ class CopyIndex:
         if rerank.mode == "full" and rerank.settle is not None and rerank.regions:
             return self._cascade(images, runner, k, rerank, background, calibration, progress, ignore)
         queries = self.embed_queries(images, runner, regions=rerank.regions if rerank.mode == "full" else 0,
-                                     local=rerank.mode != "none", progress=_stage(progress, "embed"))
+                                     local=rerank.mode != "none", progress=_stage(progress, "embed"),
+                                     region_size=rerank.region_size)
         return self._match_embedded(queries, runner, k, rerank, background, calibration, progress, ignore)
 
     def _cascade(self, images: Sequence[tuple[str, str]], runner, k: int, rerank: RerankOptions,
@@ -408,7 +411,7 @@ class CopyIndex:
         if not rest:
             return early
         regions = self.embed_queries(rest, runner, regions=rerank.regions, local=False, whole=False,
-                                     progress=_stage(progress, "regions"))
+                                     progress=_stage(progress, "regions"), region_size=rerank.region_size)
         late = self._match_embedded(first.with_regions([n for n, _ in rest], regions, self.dim), runner, k, rerank,
                                     background, calibration, progress, ignore, verified)
         return _merged(early, late, first.failures + regions.failures, len(verified))

@@ -7,6 +7,7 @@ fails keeps flowing with `error` set, so every failure reaches the driver as a r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import asdict, dataclass
 
@@ -27,6 +28,7 @@ class PrepareOptions:
     """What the prepare stage makes of each image.
 
     preprocess: the model's PreprocessCfg as a dict. regions: most sub-regions per image (0: none).
+    region_size: the short side region views are resized to (None: the model's size).
     local: local features to extract from the whole image (None: none). pixel_hash: also hash the
     decoded pixels (exact duplicate detection; JPEGs are then decoded at full size). whole: emit the
     whole-image view (False: only the regions, for a second pass over images whose whole view is done).
@@ -37,6 +39,7 @@ class PrepareOptions:
     preprocess: dict
     max_pixels: int = DEFAULT_MAX_PIXELS
     regions: int = 0
+    region_size: int | None = None
     local: LocalSpec | None = None
     pixel_hash: bool = False
     whole: bool = True
@@ -63,6 +66,7 @@ def prepare_batch(batch: dict, options: dict) -> dict:
     """
     opts = PrepareOptions.from_dict(options)
     cfg = PreprocessCfg.from_dict(opts.preprocess)
+    region_cfg = dataclasses.replace(cfg, size=opts.region_size) if opts.region_size else cfg
     passthrough = [k for k in batch if k not in ("image", "error")]
     out: dict[str, list] = {k: [] for k in passthrough + ["view", "box", "image", "error"]}
     if opts.local_method:
@@ -77,9 +81,10 @@ def prepare_batch(batch: dict, options: dict) -> dict:
             image = decode_image(path, max_pixels=opts.max_pixels, min_side=None if full_size else cfg.size)
             digest = pixel_digest(image) if opts.pixel_hash else ""
             boxes = propose_regions(image, max_regions=opts.regions) if opts.regions else np.zeros((0, 4), np.int32)
-            views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), image)]
-            views += [(box, image[box[1]:box[3], box[0]:box[2]]) for box in boxes]
-            views = [(box, resize_image(cfg, np.ascontiguousarray(crop))) for box, crop in views[first:]]
+            views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), resize_image(cfg, image))]
+            views += [(box, resize_image(region_cfg, np.ascontiguousarray(image[box[1]:box[3], box[0]:box[2]])))
+                      for box in boxes]
+            views = views[first:]
             local = extract_local_features(image, opts.local.method, max_keypoints=opts.local.max_keypoints,
                                            max_side=opts.local.max_side) if opts.local and opts.whole else None
             error = ""

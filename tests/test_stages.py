@@ -1,0 +1,31 @@
+"""The prepare stage: one row per view, the whole image at the model's size, regions at theirs."""
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from copyscope.descriptors import PreprocessCfg
+from copyscope.pipeline.stages import PrepareOptions, prepare_batch
+
+
+def _prepare(tmp_path, **options) -> dict:
+    Image.fromarray(data.astronaut()).save(tmp_path / "a.png")
+    batch = {"id": np.array(["a"]), "path": np.array([str(tmp_path / "a.png")])}
+    return prepare_batch(batch, PrepareOptions(PreprocessCfg(size=128).to_dict(), **options).to_dict())
+
+
+def test_region_views_are_resized_to_region_size_and_keep_their_boxes(tmp_path):
+    default = _prepare(tmp_path, regions=4)
+    small = _prepare(tmp_path, regions=4, region_size=64)
+    assert list(small["view"]) == [0, 1, 2, 3, 4] == list(default["view"])
+    np.testing.assert_array_equal(small["box"], default["box"])
+    assert min(small["image"][0].shape[:2]) == 128  # the whole image at the model's size
+    assert all(min(im.shape[:2]) == 64 for im in small["image"][1:])
+    assert all(min(im.shape[:2]) == 128 for im in default["image"][1:])
+    np.testing.assert_array_equal(small["image"][0], default["image"][0])
+
+
+def test_a_regions_only_pass_has_no_whole_view(tmp_path):
+    rows = _prepare(tmp_path, regions=3, whole=False, region_size=64)
+    assert list(rows["view"]) == [1, 2, 3]
+    assert all(min(im.shape[:2]) == 64 for im in rows["image"])

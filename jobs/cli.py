@@ -42,8 +42,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
     p.add_argument("--ray", default="auto", choices=("auto", "on", "off"),
-                   help="run batch work on Ray: auto (with an address, or for a few hundred images or more on a "
-                        "machine of 4 cores or more), on, off")
+                   help="run batch work on Ray: auto (for a few hundred images or more, or with an address), on, off")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -43,27 +43,20 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled" notice
 
 
-# Without a cluster address, a job runs in process below this many images (starting Ray and its actor pool
-# costs seconds) ...
+# Below this many images a job runs in process: starting Ray and its actor pool costs ~5 s here,
+# more than two Ray workers save on a couple of hundred images.
 MIN_RAY_IMAGES = 200
-# ... and on a machine of fewer cores: one process keeps two cores busy already (onnxruntime's threads), and on
-# two cores `match` of 400 queries ran 1.15x and `index` of 999 photos 1.04x faster in process than on two Ray
-# actors (benchmarks/speed.py). Ray pays off where the single-threaded work (decode, local features,
-# verification) can spread over more cores, or over a cluster.
-MIN_RAY_CORES = 4
 
 
 @contextlib.contextmanager
 def choose_runner(n_images: int, settings, address: str | None = None, use_ray: bool | None = None):
-    """A LocalRunner for small work or a small machine, else a RayRunner inside a Ray session (always with an
-    address or use_ray=True; never with use_ray=False), whose actors are killed when the block exits, also on
-    error."""
+    """A LocalRunner for small work, else a RayRunner inside a Ray session (always with an address or
+    use_ray=True; never with use_ray=False), whose actors are killed when the block exits, also on error."""
     from copyscope.pipeline.runners import LocalRunner, RayRunner
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if use_ray is None:
-        use_ray = address is not None or ray.is_initialized() or (
-            n_images >= MIN_RAY_IMAGES and (os.cpu_count() or 1) >= MIN_RAY_CORES)
+        use_ray = address is not None or ray.is_initialized() or n_images >= MIN_RAY_IMAGES
     if not use_ray:
         yield LocalRunner(settings)
         return

@@ -46,7 +46,7 @@ class Descriptor(abc.ABC):
         return self.embed_resized([resize_image(self.cfg, im) for im in images])
 
     def embed_resized(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Images already passed through `resize_image(self.cfg, .)` -> (B, D) float32."""
+        """Images already resized by `resize_image` (any size: grouped by shape) -> (B, D) float32."""
         out = np.empty((len(images), self.dim), np.float32)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, im in enumerate(images):

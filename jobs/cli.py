@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index of known frames whose matches do not count: app screenshots, meme templates, logos")
     p.add_argument("--regions", type=int, default=12, help="sub-regions searched per query with --rerank full")
     p.add_argument("--region-size", type=int, default=None,
-                   help="short side region views are embedded at (default: the model's size)")
+                   help="short side region views are embedded at (default: the model's size, which the packaged "
+                        "calibrations were fitted at; others are faster but not recalibrated)")
     p.add_argument("--verify-top", type=int, default=10, help="candidates verified per query")
     p.add_argument("--settle", type=_settle, default=DEFAULT_SETTLE, metavar="SCORE|off",
                    help=f"with --rerank full, a query whose whole image scores >= SCORE is decided without region "

@@ -54,8 +54,8 @@ class RerankOptions:
     """mode: none (global scores only), verify (local verification), full (verify + region search).
 
     regions: sub-regions searched per query in full mode. region_size: the short side region views are
-    resized to before embedding (None: the model's size, as for whole images). verify_top: candidates
-    verified per query.
+    resized to before embedding (None: the model's size, as for whole images; the packaged calibrations were
+    fitted at that size). verify_top: candidates verified per query.
     background_skip, background_k: the background level of a query is the mean similarity of its
     nearest images ranked background_skip .. background_skip + background_k - 1 among the references
     (and the background index, when one is given), `scoring.tail_level`.
@@ -81,6 +81,8 @@ class RerankOptions:
             raise UserError(f"unknown rerank mode {self.mode!r}; known: {', '.join(RERANK_MODES)}")
         if self.score_norm not in SCORE_NORMS:
             raise UserError(f"unknown score normalisation {self.score_norm!r}; known: {', '.join(SCORE_NORMS)}")
+        if self.region_size is not None and self.region_size < 8:
+            raise UserError(f"region size must be at least 8 pixels, got {self.region_size}")
 
     @property
     def calibrated_as(self) -> str:

@@ -136,7 +136,7 @@ def match_features(q: LocalFeatures, r: LocalFeatures, *, ratio: float | None = 
     if mutual:
         keep &= distances.argmin(axis=0)[nearest] == rows
     if ratio is not None and distances.shape[1] > 1:
-        best = distances[rows, nearest].copy()
+        best = distances[rows, nearest]
         distances[rows, nearest] = np.inf
         second = distances.min(axis=1)
         keep &= best < (ratio * second if q.method in BINARY_METHODS else ratio * ratio * second)

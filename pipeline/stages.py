@@ -7,9 +7,8 @@ fails keeps flowing with `error` set, so every failure reaches the driver as a r
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -66,7 +65,7 @@ def prepare_batch(batch: dict, options: dict) -> dict:
     """
     opts = PrepareOptions.from_dict(options)
     cfg = PreprocessCfg.from_dict(opts.preprocess)
-    region_cfg = dataclasses.replace(cfg, size=opts.region_size) if opts.region_size else cfg
+    region_cfg = replace(cfg, size=opts.region_size) if opts.region_size else cfg
     passthrough = [k for k in batch if k not in ("image", "error")]
     out: dict[str, list] = {k: [] for k in passthrough + ["view", "box", "image", "error"]}
     if opts.local_method:
@@ -81,10 +80,10 @@ def prepare_batch(batch: dict, options: dict) -> dict:
             image = decode_image(path, max_pixels=opts.max_pixels, min_side=None if full_size else cfg.size)
             digest = pixel_digest(image) if opts.pixel_hash else ""
             boxes = propose_regions(image, max_regions=opts.regions) if opts.regions else np.zeros((0, 4), np.int32)
-            views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), resize_image(cfg, image))]
+            views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), resize_image(cfg, image))
+                     ] if opts.whole else []
             views += [(box, resize_image(region_cfg, np.ascontiguousarray(image[box[1]:box[3], box[0]:box[2]])))
                       for box in boxes]
-            views = views[first:]
             local = extract_local_features(image, opts.local.method, max_keypoints=opts.local.max_keypoints,
                                            max_side=opts.local.max_side) if opts.local and opts.whole else None
             error = ""

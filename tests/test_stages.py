@@ -25,7 +25,10 @@ def test_region_views_are_resized_to_region_size_and_keep_their_boxes(tmp_path):
     np.testing.assert_array_equal(small["image"][0], default["image"][0])
 
 
-def test_a_regions_only_pass_has_no_whole_view(tmp_path):
+def test_a_regions_only_pass_gives_the_region_rows_of_a_full_pass(tmp_path):
     rows = _prepare(tmp_path, regions=3, whole=False, region_size=64)
-    assert list(rows["view"]) == [1, 2, 3]
-    assert all(min(im.shape[:2]) == 64 for im in rows["image"])
+    full = _prepare(tmp_path, regions=3, region_size=64)
+    assert list(rows["view"]) == [1, 2, 3] == list(full["view"][1:])
+    np.testing.assert_array_equal(rows["box"], full["box"][1:])
+    for got, want in zip(rows["image"], full["image"][1:]):
+        np.testing.assert_array_equal(got, want)

@@ -112,7 +112,7 @@ def test_dedup_ignores_a_known_frame(tmp_path, framed_set):
 
 
 def test_versions_of_one_photo_in_a_bank_are_not_a_frame(tmp_path):
-    """Three versions of a photo map every keypoint of its copy to three references, as a frame would; they
+    """Four versions of a photo map every keypoint of its copy to four references, as a frame would; they
     are copies of each other, so they count as one partner and the copy is matched to each."""
     photo = data.chelsea()
     versions = {"chelsea": photo, "chelsea_grey": np.repeat(photo.mean(axis=2, keepdims=True), 3, 2).astype(np.uint8),

@@ -124,17 +124,18 @@ def _brute_force_matches(qd, rd, binary, ratio, mutual):
         dist = (qb[:, None, :] != rb[None, :, :]).sum(-1).astype(float)
     else:
         dist = np.sqrt(((qd[:, None, :].astype(float) - rd[None, :, :].astype(float)) ** 2).sum(-1))
-    order = np.argsort(dist, axis=1)
+    order = np.argsort(dist, axis=1, kind="stable")  # the first of tied nearest, as argmin
     found = set()
     for i, (j, k) in enumerate(order[:, :2]):
-        if dist[i, j] < ratio * dist[i, k] and (not mutual or np.argmin(dist[:, j]) == i):
+        if (ratio is None or dist[i, j] < ratio * dist[i, k]) and (not mutual or np.argmin(dist[:, j]) == i):
             found.add((i, int(j)))
     return found
 
 
 @pytest.mark.parametrize("method,dim", [("rootsift", 128), ("orb", 32)])
 @pytest.mark.parametrize("mutual", [True, False])
-def test_match_features_equals_brute_force(method, dim, mutual):
+@pytest.mark.parametrize("ratio", [0.8, None])
+def test_match_features_equals_brute_force(method, dim, mutual, ratio):
     rng = np.random.default_rng(0)
     rd = rng.integers(0, 256, (300, dim), dtype=np.uint8)
     planted = rng.choice(300, 120, replace=False)
@@ -144,10 +145,18 @@ def test_match_features_equals_brute_force(method, dim, mutual):
     if method == "orb":  # flip a few bits of the planted copies
         qd[:120] ^= (rng.random((120, dim)) < 0.03).astype(np.uint8) << rng.integers(0, 8, (120, dim)).astype(np.uint8)
     features = [LocalFeatures(np.zeros((len(d), 2), np.float32), d, (100, 100), method) for d in (qd, rd)]
-    got = match_features(*features, ratio=0.8, mutual=mutual)
+    got = match_features(*features, ratio=ratio, mutual=mutual)
     assert got.dtype == np.int32
-    assert {tuple(p) for p in got.tolist()} == _brute_force_matches(qd, rd, method == "orb", 0.8, mutual)
+    assert {tuple(p) for p in got.tolist()} == _brute_force_matches(qd, rd, method == "orb", ratio, mutual)
     assert len(got) >= 100
+
+
+def test_match_features_against_one_reference_descriptor():
+    rng = np.random.default_rng(1)
+    qd, rd = rng.integers(0, 256, (5, 128), dtype=np.uint8), rng.integers(0, 256, (1, 128), dtype=np.uint8)
+    q, r = (LocalFeatures(np.zeros((len(d), 2), np.float32), d, (100, 100), "rootsift") for d in (qd, rd))
+    nearest = int(np.argmin(((qd.astype(float) - rd[0].astype(float)) ** 2).sum(1)))
+    assert match_features(q, r, ratio=0.75).tolist() == [[nearest, 0]]  # no second nearest: no ratio test
 
 
 def test_argument_errors(chelsea):

@@ -167,7 +167,7 @@ def dedup_folder(
     n_files = len(list_images(folder).entries)
     with choose_runner(n_files, settings, ray_address, use_ray) as runner:
         groups, pairs_rows, failed, files, verify = _analyse(folder, out, spec, options, index_dir, settings, local,
-                                                            calibration, runner, progress, use_ray, ignore_dir)
+                                                            calibration, runner, progress, ignore_dir)
     rows = _plan_rows(folder, out, groups, options)
     _write_groups(out / "groups.json", groups)
     _write_pairs(out / "pairs.csv", pairs_rows)
@@ -210,7 +210,7 @@ def _act(folder, out: Path, options: DedupOptions, on_row, progress: bool) -> di
 
 def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, index_dir, settings: EmbedSettings,
              local: LocalSpec, calibration: FittedCalibration | None, runner, progress: bool,
-             use_ray: bool | None, ignore_dir=None
+             ignore_dir=None
              ) -> tuple[list[Group], list[tuple], int, int, Callable[[str, str], Verification]]:
     """Index the folder, find exact and near pairs, group them -> groups, pairs.csv rows, failed, files,
     and a verifier of two folder paths from their stored local features (for drawing the links).
@@ -223,7 +223,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
         ignore.check_ignore_for(spec, local.to_dict())
     own_dir = out / "index"
     index_folder(folder, own_dir, spec, settings=settings, local=local, calibration=fitted, progress=progress,
-                 pixel_hash=True, use_ray=use_ray)
+                 pixel_hash=True, runner=runner)
     failures = read_failures_csv(own_dir / "failures.csv")
     write_failures_csv(out / "failures.csv", failures)
     own = CopyIndex.open(own_dir)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -63,12 +64,15 @@ def index_folder(
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     pixel_hash: bool = False,
+    runner=None,
 ) -> IndexSummary:
     """Make `out_dir` index exactly the images under `ref_dir` (see the module doc).
 
     local: local features to store for verification (None: global descriptors only). use_ray: None
     decides by the amount of work (pipeline.ray_runtime.choose_runner). on_batch(n): called after each
     committed batch (a crash hook for tests). pixel_hash: also store a digest of each image's pixels.
+    runner: a runner of the caller's (pipeline.runners) to embed with, so a job that goes on to verify keeps
+    one pool of actors (default: chosen here by the amount of work).
     """
     start = time.perf_counter()
     listing = list_images(ref_dir)
@@ -83,9 +87,10 @@ def index_folder(
     gone = sorted((set(stored) | set(failed_before)) - set(paths))
     removed = engine.remove(gone)
     if todo:
-        with choose_runner(len(todo), settings, ray_address, use_ray) as runner, \
-                tqdm(total=len(todo), desc="index", unit="img", disable=not progress) as bar:
-            engine.add_images(todo, runner, stamps=stamps, on_batch=on_batch, progress=bar.update)
+        chosen = nullcontext(runner) if runner is not None else choose_runner(len(todo), settings, ray_address,
+                                                                               use_ray)
+        with chosen as embedding, tqdm(total=len(todo), desc="index", unit="img", disable=not progress) as bar:
+            engine.add_images(todo, embedding, stamps=stamps, on_batch=on_batch, progress=bar.update)
     failures = [Failure(relative_path(ref_dir, paths[n]), reason) for n, reason in engine.catalog.failures()]
     failures += [Failure(relative_path(ref_dir, f.path), f.reason) for f in listing.failures]
     write_failures_csv(Path(out_dir) / "failures.csv", failures)

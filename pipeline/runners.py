@@ -7,8 +7,8 @@ so a result never depends on where it was computed.
     verify(rows, catalog_path, local, geometry) -> iterator of {"query", "reference", "evidence"} batches
 
 A RayRunner starts its actors on first use and keeps them until `close()`: one pool serves every pass run
-through it (a match cascade's two embed and two verify passes), so each actor loads a model and opens a
-catalog once, not once per pass.
+through it (a match cascade's two embed and two verify passes, a dedup job's embedding and verification),
+so each actor loads a model and opens a catalog once, not once per pass.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from copyscope.matching.index import SearchIndex
 
 
 @dataclass(frozen=True)
@@ -35,11 +34,6 @@ class Candidates:
     best_score: np.ndarray
     whole_score: np.ndarray
     view: np.ndarray
-
-
-def gather_candidates(views: QueryViews, index: SearchIndex, k: int) -> Candidates:
-    """FAISS top-k of every view -> per (query, reference id) the best score and view."""
-    return candidates_of(views, *index.search(views.vectors, k))
 
 
 def candidates_of(views: QueryViews, scores: np.ndarray, rows: np.ndarray) -> Candidates:

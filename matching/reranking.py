@@ -135,20 +135,15 @@ def either_way_scores(features: dict[str, np.ndarray], calibration: Calibration)
     return np.maximum(calibration(_stacked(features)), calibration(_stacked(features, swap=True)))
 
 
-def query_background_level(views: QueryViews, references: SearchIndex, background: SearchIndex | None,
-                           opts: RerankOptions, reference_sims: np.ndarray | None = None) -> np.ndarray:
+def query_background_level(views: QueryViews, reference_sims: np.ndarray, background: SearchIndex | None,
+                           opts: RerankOptions) -> np.ndarray:
     """(Q,) background level of each query's whole-image view: `tail_level` of its nearest references,
     merged with its nearest background images when a background index is given. reference_sims: (Q, >= k)
-    the whole views' similarities to their nearest references, when searched already (k = background_skip
-    + background_k)."""
+    the whole views' similarities to their nearest references, as searched for the candidates (k =
+    background_skip + background_k)."""
     k = opts.background_skip + opts.background_k
-    whole = views.vectors[views.full]
-    if reference_sims is not None and len(references):
-        sims = [reference_sims[:, :k]] + ([background.search(whole, k)[0]] if background is not None
-                                          and len(background) else [])
-    else:
-        sims = [index.search(whole, k)[0] for index in (references, background) if index is not None and len(index)]
-    if not sims:
-        return np.zeros(len(views.ids), np.float32)
+    sims = [reference_sims[:, :k]]
+    if background is not None and len(background):
+        sims.append(background.search(views.vectors[views.full], k)[0])
     merged = -np.sort(-np.concatenate(sims, axis=1), axis=1)[:, :k]
     return tail_level(merged, opts.background_skip)

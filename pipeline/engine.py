@@ -451,7 +451,7 @@ class CopyIndex:
         scores, rows = search.search(views.vectors, max(k_c, k_l))
         cands = candidates_of(views, scores[:, :k_c], rows[:, :k_c])
         bg = background.search_index() if background is not None else None
-        level = query_background_level(views, search, bg, rerank, reference_sims=scores[views.full])
+        level = query_background_level(views, scores[views.full], bg, rerank)
         evidence: list[dict] = [{} for _ in range(len(cands.query))]
         if rerank.mode != "none":
             chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)

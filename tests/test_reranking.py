@@ -11,7 +11,7 @@ from copyscope.pipeline.formats import read_matches
 from copyscope.jobs.index import index_folder
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.jobs.match import match_folder
-from copyscope.matching.candidates import QueryViews, gather_candidates, top_per_query
+from copyscope.matching.candidates import QueryViews, candidates_of, top_per_query
 from copyscope.matching.reranking import RerankOptions
 
 SETTINGS = EmbedSettings(num_actors=1, threads_per_actor=1, batch_size=4)
@@ -21,7 +21,7 @@ def unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_gather_candidates_equals_brute_force_max_over_views():
+def test_candidates_equal_brute_force_max_over_views():
     rng = np.random.default_rng(0)
     refs = unit(rng.normal(size=(50, 16)))
     ids = np.arange(50, dtype=np.int64) * 3 + 1  # ids, not rows
@@ -29,7 +29,7 @@ def test_gather_candidates_equals_brute_force_max_over_views():
     view_query = np.array([0, 0, 0, 1, 2, 2])
     vectors = unit(rng.normal(size=(6, 16)))
     views = QueryViews(["a", "b", "c"], view_query, np.zeros((6, 4), np.int32), vectors, np.array([0, 3, 4]))
-    cands = gather_candidates(views, index, k=5)
+    cands = candidates_of(views, *index.search(views.vectors, 5))
     sims = vectors @ refs.T
     for q in range(3):
         rows = np.flatnonzero(view_query == q)

@@ -30,6 +30,10 @@ BURST_IMAGES = 3
 FRAME_RADIUS = 0.04
 MIN_CONTENT_INLIERS = 4
 DUPLICATE_COSINE = 0.8  # descriptor similarity of two versions of one photo (SSCD: copies score >= ~0.75)
+# Versions of one photo are few; more candidates than this as close to each other are photos on one template
+# (pasted small onto one background, their descriptors are as close: benchmarks' tuning set seed 11 gave groups
+# of 7 to 10 such siblings among a query's 10 candidates, and every other group there 2 or 3).
+MAX_VERSIONS = 4
 SIDES = ("query", "reference")
 
 
@@ -72,9 +76,11 @@ def frame_points(owners: Sequence[tuple[Hashable, Hashable]], evidences: Sequenc
     return {owner: np.asarray(points, np.float32).reshape(-1, 2) for owner, points in found.items()}
 
 
-def duplicate_groups(ids: Sequence[Hashable], vectors: np.ndarray, min_cosine: float = DUPLICATE_COSINE) -> dict:
+def duplicate_groups(ids: Sequence[Hashable], vectors: np.ndarray, min_cosine: float = DUPLICATE_COSINE,
+                     max_size: int = MAX_VERSIONS) -> dict:
     """(N,) image ids and their (N, D) L2-normalised descriptors -> {id: the smallest id of its group}, the
-    groups joined by pairs of cosine >= min_cosine (versions of one photo, copies of each other)."""
+    groups joined by pairs of cosine >= min_cosine (versions of one photo, copies of each other). A group of
+    more than max_size is a shared template, not versions: each of its members stays a group of its own."""
     n = len(ids)
     parent = list(range(n))
 
@@ -91,7 +97,8 @@ def duplicate_groups(ids: Sequence[Hashable], vectors: np.ndarray, min_cosine: f
     members: dict[int, list[int]] = defaultdict(list)
     for i in range(n):
         members[root(i)].append(i)
-    return {ids[i]: min(ids[j] for j in group) for group in members.values() for i in group}
+    return {ids[i]: (min(ids[j] for j in group) if len(group) <= max_size else ids[i])
+            for group in members.values() for i in group}
 
 
 def inlier_points(evidences: Sequence[dict], side: str = "query") -> np.ndarray:

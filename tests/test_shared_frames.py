@@ -77,3 +77,23 @@ def test_duplicate_groups_join_versions_of_one_photo_only():
     vectors = np.stack([v / np.linalg.norm(v) for v in versions]).astype(np.float32)
     assert duplicate_groups([7, 3, 9, 5], vectors) == {7: 3, 3: 3, 9: 3, 5: 5}
     assert duplicate_groups([4], vectors[:1]) == {4: 4}
+    assert duplicate_groups([7, 3, 9, 5], vectors, max_size=2) == {7: 7, 3: 3, 9: 9, 5: 5}
+
+
+def test_many_siblings_on_one_template_are_not_versions():
+    """Six photos pasted small onto one background are as close as versions of one photo; so many are a
+    template, each its own partner, and the keypoints a query shares with all of them make a frame."""
+    from copyscope.matching.shared_frames import MAX_VERSIONS, duplicate_groups
+
+    rng = np.random.default_rng(1)
+    background = rng.normal(size=16)
+    siblings = np.stack([background + 0.1 * rng.normal(size=16) for _ in range(MAX_VERSIONS + 2)])
+    siblings /= np.linalg.norm(siblings, axis=1, keepdims=True)
+    ids = list(range(len(siblings)))
+    assert duplicate_groups(ids, siblings) == {i: i for i in ids}
+    owners = [("q", i) for i in ids]
+    groups = duplicate_groups(ids, siblings)
+    out = discount_frames(owners, [evidence(FRAME) for _ in ids], sides=("query",),
+                          partner_of={(q, r): groups[r] for q, r in owners})
+    assert all(e["inliers"] == 0 for e in out)
+    assert duplicate_groups(ids[:MAX_VERSIONS], siblings[:MAX_VERSIONS]) == {i: 0 for i in ids[:MAX_VERSIONS]}

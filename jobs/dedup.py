@@ -36,7 +36,7 @@ from copyscope.matching.grouping import (FileInfo, Group, Link, exact_clusters, 
                                          star_groups)
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.local_features import LocalSpec
-from copyscope.matching.pairs import Pairs, Scored, knn_pairs, score_pairs
+from copyscope.matching.pairs import Pairs, Scored, content_crops, knn_pairs, score_pairs
 from copyscope.matching.reranking import FEATURES, RerankOptions, packaged_calibration
 from copyscope.matching.scoring import FittedCalibration
 from copyscope.matching.shared_frames import discount_frames
@@ -249,7 +249,9 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
                                     own_dir / CATALOG, local.to_dict())
     evidence = discount_frames(list(zip(near.a.tolist(), near.b.tolist())), evidence,
                                min_images=options.burst_images, ignored=ignored)
-    near = score_pairs(near, evidence, np.maximum(level[near.a], level[near.b]), calibration)
+    near_level = np.maximum(level[near.a], level[near.b])
+    near = _looked_closer(score_pairs(near, evidence, near_level, calibration), evidence, near_level, calibration,
+                          folder, table, own, runner, options)
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
     if reference is not None:
@@ -274,6 +276,25 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     ids_of = dict(zip(table.paths, table.catalog_ids.tolist()))
     verifier = _stored_verifier(own.catalog, ids_of, local)
     return groups, pair_rows, len(failures), len(table.ids) + len(failures), verifier
+
+
+def _looked_closer(scored: Scored, evidence: list[dict], level: np.ndarray, calibration, folder, table: _Table,
+                   own: CopyIndex, runner, options: DedupOptions) -> Scored:
+    """Pairs with a verified map that score below the act threshold, scored again with their best view: the
+    content the inliers span on either image, cropped and embedded, against the other image's descriptor. A
+    photo inside a screenshot, a meme or on a background has a global descriptor far from its own (the
+    region view `match` finds by its region search)."""
+    look = np.flatnonzero((scored.inliers >= options.min_inliers) & (scored.score < options.act_threshold))
+    pair, side, boxes = content_crops(evidence, look)
+    if not len(pair):
+        return scored
+    p = scored.pairs
+    cropped, other = np.where(side == 0, p.a[pair], p.b[pair]), np.where(side == 0, p.b[pair], p.a[pair])
+    vectors = own.embed_crops([(str(Path(folder) / table.paths[r]), box) for r, box in zip(cropped, boxes)],
+                              runner)
+    best = p.global_score.astype(np.float32)
+    np.maximum.at(best, pair, (vectors * table.vectors[other]).sum(axis=1))
+    return score_pairs(p, evidence, level, calibration, best=best)
 
 
 def _ignored_points(table: _Table, reps: np.ndarray, own: CopyIndex, ignore: CopyIndex, runner,

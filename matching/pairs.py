@@ -12,6 +12,7 @@ from copyscope.matching.index import SearchIndex
 from copyscope.matching.candidates import Candidates
 from copyscope.matching.reranking import RerankOptions, either_way_scores, pair_features
 from copyscope.matching.scoring import Calibration, tail_level
+from copyscope.matching.shared_frames import INLIERS
 
 
 @dataclass(frozen=True)
@@ -88,21 +89,50 @@ class Scored:
 
 
 def score_pairs(pairs: Pairs, evidence: list[dict], level: np.ndarray, calibration: Calibration,
-                opts: RerankOptions = RerankOptions()) -> Scored:
+                opts: RerankOptions = RerankOptions(), best: np.ndarray | None = None) -> Scored:
     """Pairs, their verification evidence and (P,) background level -> Scored, with `copy_scores`."""
     inliers = np.array([e.get("inliers", 0) for e in evidence], np.int64)
     coverage = np.array([max(e.get("query_coverage", 0), e.get("reference_coverage", 0)) for e in evidence],
                         np.float64)
-    return Scored(pairs, copy_scores(pairs, evidence, level, calibration, opts), inliers, coverage)
+    return Scored(pairs, copy_scores(pairs, evidence, level, calibration, opts, best), inliers, coverage)
 
 
 def copy_scores(pairs: Pairs, evidence: list[dict], level: np.ndarray, calibration: Calibration,
-                opts: RerankOptions = RerankOptions()) -> np.ndarray:
+                opts: RerankOptions = RerankOptions(), best: np.ndarray | None = None) -> np.ndarray:
     """(P,) probability that one image of each pair is an edited copy of the other
-    (`reranking.either_way_scores`), global scores normalised by the (P,) background level of each pair."""
+    (`reranking.either_way_scores`), global scores normalised by the (P,) background level of each pair.
+    best: (P,) similarity of the pair's best view (a region of one image against the other; default the
+    global score), as `match` has it from its region search."""
     if not len(pairs):
         return np.empty(0, np.float64)
     n = len(pairs)
-    cands = Candidates(np.arange(n), pairs.b, pairs.global_score, pairs.global_score, np.zeros(n, np.int64))
+    best = pairs.global_score if best is None else np.maximum(best, pairs.global_score)
+    cands = Candidates(np.arange(n), pairs.b, best_score=best, whole_score=pairs.global_score,
+                       view=np.zeros(n, np.int64))
     features = pair_features(cands, np.asarray(level, np.float32), evidence, opts)
     return either_way_scores(features, calibration)
+
+
+CROP_MARGIN = 0.05  # a content crop is widened by this share of its box's width and height on each side
+
+
+def content_crops(evidence: list[dict], look: np.ndarray, margin: float = CROP_MARGIN
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The content the inliers of pairs `look` span, on either image: (C,) pair index, (C,) side (0: the pair's
+    a, the query of its evidence; 1: b), (C, 4) float32 boxes (x0, y0, x1, y1) as fractions of that image's
+    width and height, widened by `margin`. Pairs without an accepted map give none."""
+    pair, side, boxes = [], [], []
+    for p in np.asarray(look, np.int64):
+        e = evidence[p]
+        record = e.get(INLIERS)
+        if not e.get("inliers") or not record:
+            continue
+        for s, name in enumerate(("query", "reference")):
+            h, w = record[f"{name}_size"]
+            x0, y0, x1, y1 = e[f"{name}_box"]
+            dx, dy = margin * (x1 - x0), margin * (y1 - y0)
+            box = np.clip([(x0 - dx) / w, (y0 - dy) / h, (x1 + dx) / w, (y1 + dy) / h], 0.0, 1.0)
+            if box[2] > box[0] and box[3] > box[1]:
+                pair.append(p), side.append(s), boxes.append(box)
+    return (np.asarray(pair, np.int64), np.asarray(side, np.int64),
+            np.asarray(boxes, np.float32).reshape(-1, 4))

@@ -360,6 +360,18 @@ class CopyIndex:
                 progress(len(set(batch["id"].tolist())))
         return EmbeddedQueries(_query_views(views, self.dim), features, failures, views)
 
+    def embed_crops(self, crops: Sequence[tuple[str, np.ndarray]], runner) -> np.ndarray:
+        """(path, (4,) box as fractions of the image's width and height) crops -> (N, D) float32 descriptors,
+        each crop embedded as a region view (zeros where its image cannot be decoded)."""
+        prepare = dataclasses.replace(self.prepare_options(local=False), whole=False, full_size=True)
+        out = np.zeros((len(crops), self.dim), np.float32)
+        rows = [{"id": i, "path": path, "boxes": np.asarray(box, np.float32)[None]} for i, (path, box) in
+                enumerate(crops)]
+        for batch in runner.embed(rows, self.spec, prepare):
+            ok = np.array([not e for e in batch["error"]], bool)
+            out[batch["id"][ok].astype(np.int64)] = batch["embedding"][ok]
+        return out
+
     def check_background(self, background: CopyIndex) -> None:
         for key in ("model", "descriptor"):
             if background.manifest[key] != self.manifest[key]:

@@ -62,11 +62,13 @@ def prepare_batch(batch: dict, options: dict) -> dict:
     (str), and with local features "lf_keypoints" (object: (N, 2) float32), "lf_descriptors" (object:
     (N, D) uint8), "lf_size" (2,) int32 (h, w) on view 0 rows (empty on region rows), and with
     pixel_hash "pixel_hash" (str, `pixel_digest` of the decoded image; "" for failures).
+    A row may carry "boxes" ((R, 4) float: x0, y0, x1, y1 as fractions of the image's width and height, such
+    as a region that verification found): its region views are those boxes instead of the proposals.
     """
     opts = PrepareOptions.from_dict(options)
     cfg = PreprocessCfg.from_dict(opts.preprocess)
     region_cfg = replace(cfg, size=opts.region_size) if opts.region_size else cfg
-    passthrough = [k for k in batch if k not in ("image", "error")]
+    passthrough = [k for k in batch if k not in ("image", "error", "boxes")]
     out: dict[str, list] = {k: [] for k in passthrough + ["view", "box", "image", "error"]}
     if opts.local_method:
         out.update(lf_keypoints=[], lf_descriptors=[], lf_size=[])
@@ -79,7 +81,12 @@ def prepare_batch(batch: dict, options: dict) -> dict:
             # Regions are cut from the image as decoded: keep JPEGs at full size when regions are wanted.
             image = decode_image(path, max_pixels=opts.max_pixels, min_side=None if full_size else cfg.size)
             digest = pixel_digest(image) if opts.pixel_hash else ""
-            boxes = propose_regions(image, max_regions=opts.regions) if opts.regions else np.zeros((0, 4), np.int32)
+            if "boxes" in batch:
+                boxes = _pixel_boxes(batch["boxes"][i], image.shape[:2])
+            elif opts.regions:
+                boxes = propose_regions(image, max_regions=opts.regions)
+            else:
+                boxes = np.zeros((0, 4), np.int32)
             views = [(np.array([0, 0, image.shape[1], image.shape[0]], np.int32), resize_image(cfg, image))
                      ] if opts.whole else []
             views += [(box, resize_image(region_cfg, np.ascontiguousarray(image[box[1]:box[3], box[0]:box[2]])))
@@ -103,6 +110,16 @@ def prepare_batch(batch: dict, options: dict) -> dict:
             if opts.pixel_hash:
                 out["pixel_hash"].append(digest)
     return {k: _column(k, v) for k, v in out.items()}
+
+
+def _pixel_boxes(fractions, size: tuple[int, int]) -> np.ndarray:
+    """(R, 4) boxes as fractions of (h, w) `size` -> (R, 4) int32 pixel boxes, at least one pixel each."""
+    h, w = size
+    boxes = np.round(np.asarray(fractions, np.float64).reshape(-1, 4) * [w, h, w, h]).astype(np.int64)
+    limit = np.array([w, h])
+    boxes[:, :2] = np.clip(boxes[:, :2], 0, limit - 1)
+    boxes[:, 2:] = np.clip(boxes[:, 2:], boxes[:, :2] + 1, limit)
+    return boxes.astype(np.int32)
 
 
 def pixel_digest(image: np.ndarray) -> str:

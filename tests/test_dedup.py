@@ -265,3 +265,40 @@ def test_bad_thresholds_are_a_user_error(review, act, tmp_path, capsys):
         DedupOptions(review_threshold=review, act_threshold=act)
     assert cli_dedup(tmp_path, tmp_path / "out", "--review-threshold", review, "--act-threshold", act) == 1
     assert "0 <= review" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def _screenshot_of(photo: np.ndarray, side: int) -> np.ndarray:
+    """A phone screenshot: a header bar, the photo shrunk to side x side over another picture, captions."""
+    canvas = np.full((900, 640, 3), 245, np.uint8)
+    canvas[:90] = (40, 90, 160)
+    cv2.putText(canvas, "Photos  12:41", (20, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (255, 255, 255), 3)
+    canvas[100:740] = cv2.cvtColor(cv2.resize(data.camera(), (640, 640)), cv2.COLOR_GRAY2RGB)
+    for y in range(780, 880, 60):
+        cv2.putText(canvas, "liked by someone and 12 others", (20, y), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (30, 30, 30), 2)
+    canvas[120:120 + side, 60:60 + side] = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def test_a_photo_inside_a_screenshot_is_scored_by_its_content(tmp_path, monkeypatch):
+    """The screenshot's global descriptor is far from the photo's (cosine about 0.2); the content its inliers
+    span, cropped and embedded, is the photo: the link is safe to act on only with that closer look."""
+    import copyscope.jobs.dedup as dedup_job
+
+    folder = tmp_path / "photos"
+    _save(folder / "astronaut.png", data.astronaut())
+    _save(folder / "shot.jpg", _screenshot_of(data.astronaut(), 220), quality=85)
+    for name in ("coffee", "chelsea", "rocket", "hubble_deep_field"):
+        _save(folder / f"{name}.jpg", getattr(data, name)(), quality=90)
+
+    def link_score(out):
+        rows = [r for r in read_csv(out / "pairs.csv") if {r["a"], r["b"]} == {"astronaut.png", "shot.jpg"}]
+        return float(rows[0]["score"]), json.loads((out / "groups.json").read_text())
+
+    run(folder, tmp_path / "out")
+    score, groups = link_score(tmp_path / "out")
+    assert score >= DedupOptions().act_threshold
+    assert sorted(map(sorted, groups)) == [["astronaut.png", "shot.jpg"]]
+    monkeypatch.setattr(dedup_job, "_looked_closer", lambda scored, *args: scored)
+    run(folder, tmp_path / "plain")
+    without, _ = link_score(tmp_path / "plain")
+    assert without < DedupOptions().act_threshold <= score

@@ -114,3 +114,14 @@ def test_knn_cross_join_keeps_direction():
     assert set(got.a.tolist()) == set(range(5))
     top = np.argsort(-(queries @ refs.T), axis=1)[:, :3]
     assert {(int(a), int(b)) for a, b in zip(got.a, got.b)} == {(q, int(r)) for q in range(5) for r in top[q]}
+
+
+def test_content_crops_span_each_sides_inliers_widened_by_the_margin():
+    from copyscope.matching.pairs import content_crops
+    from copyscope.matching.shared_frames import INLIERS
+
+    mapped = {"inliers": 20, "query_box": [10.0, 20.0, 50.0, 60.0], "reference_box": [0.0, 0.0, 200.0, 100.0],
+              INLIERS: {"query_size": [100, 200], "reference_size": [100, 200]}}
+    pair, side, boxes = content_crops([{"inliers": 0}, mapped, mapped], np.array([0, 1]), margin=0.1)
+    assert pair.tolist() == [1, 1] and side.tolist() == [0, 1]  # no map, no crop; pair 2 not looked at
+    np.testing.assert_allclose(boxes, [[6 / 200, 16 / 100, 54 / 200, 64 / 100], [0, 0, 1, 1]], rtol=1e-6)

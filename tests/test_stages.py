@@ -32,3 +32,14 @@ def test_a_regions_only_pass_gives_the_region_rows_of_a_full_pass(tmp_path):
     np.testing.assert_array_equal(rows["box"], full["box"][1:])
     for got, want in zip(rows["image"], full["image"][1:]):
         np.testing.assert_array_equal(got, want)
+
+
+def test_given_boxes_replace_the_proposals(tmp_path):
+    Image.fromarray(data.astronaut()).save(tmp_path / "a.png")  # 512 x 512
+    batch = {"id": np.array(["a"]), "path": np.array([str(tmp_path / "a.png")]), "boxes": np.empty(1, object)}
+    batch["boxes"][0] = np.array([[0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 1e-4, 1e-4]], np.float32)
+    rows = prepare_batch(batch, PrepareOptions(PreprocessCfg(size=128).to_dict(), whole=False,
+                                               full_size=True).to_dict())
+    assert list(rows["view"]) == [1, 2] and "boxes" not in rows
+    np.testing.assert_array_equal(rows["box"], [[128, 256, 384, 512], [0, 0, 1, 1]])  # at least a pixel
+    assert min(rows["image"][0].shape[:2]) == 128

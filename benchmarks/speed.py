@@ -23,13 +23,14 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
+import shutil
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cascade import copyscope as run_cli  # noqa: E402
 from halves import make_halves  # noqa: E402
 from throughput import bare_loop  # noqa: E402
 
@@ -41,17 +42,12 @@ from copyscope.pipeline import engine, stages, verify_stage  # noqa: E402
 from copyscope.pipeline.files import list_images  # noqa: E402
 from copyscope.pipeline.model_spec import ModelSpec  # noqa: E402
 
-ENV = dict(os.environ, RAY_AUTH_MODE="disabled")
-
 
 def copyscope(*args: str) -> tuple[dict, float]:
     """Run a command in a fresh process -> (its JSON summary, wall seconds)."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "copyscope.jobs.cli", *args], capture_output=True, text=True, env=ENV)
-    seconds = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1]), seconds
+    stdout = run_cli(*args)
+    return json.loads(stdout.strip().splitlines()[-1]), time.perf_counter() - start
 
 
 class StageClock:
@@ -118,7 +114,7 @@ def main() -> None:
     if not args.match_only:
         for extra in (["--local-features", "none"], []):
             out = work / f"index_all{'_none' if extra else ''}"
-            subprocess.run(["rm", "-rf", str(out)], check=True)
+            shutil.rmtree(out, ignore_errors=True)
             summary, seconds = copyscope("index", args.photos, "--out", str(out), "--model", args.model, "--quiet",
                                          *extra)
             rate = summary["images"] / seconds

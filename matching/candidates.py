@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 @dataclass(frozen=True)
 class QueryViews:
     """Every view of every query: ids (Q,), view_query (V,) int query row of each view, view_box (V, 4),

@@ -362,14 +362,20 @@ class CopyIndex:
 
     def embed_crops(self, crops: Sequence[tuple[str, np.ndarray]], runner) -> np.ndarray:
         """(path, (4,) box as fractions of the image's width and height) crops -> (N, D) float32 descriptors,
-        each crop embedded as a region view (zeros where its image cannot be decoded)."""
-        prepare = dataclasses.replace(self.prepare_options(local=False), whole=False, full_size=True)
+        each crop embedded as a region view (zeros where its image cannot be decoded); each image is decoded
+        once, however many of its crops are asked for."""
+        of_path: dict[str, list[int]] = {}
+        for i, (path, _) in enumerate(crops):
+            of_path.setdefault(path, []).append(i)
+        wanted = list(of_path.values())
+        rows = [{"id": j, "path": path, "boxes": np.asarray([crops[i][1] for i in idx], np.float32)}
+                for j, (path, idx) in enumerate(of_path.items())]
         out = np.zeros((len(crops), self.dim), np.float32)
-        rows = [{"id": i, "path": path, "boxes": np.asarray(box, np.float32)[None]} for i, (path, box) in
-                enumerate(crops)]
+        prepare = dataclasses.replace(self.prepare_options(local=False), whole=False)
         for batch in runner.embed(rows, self.spec, prepare):
-            ok = np.array([not e for e in batch["error"]], bool)
-            out[batch["id"][ok].astype(np.int64)] = batch["embedding"][ok]
+            for row, view, error, vector in zip(batch["id"], batch["view"], batch["error"], batch["embedding"]):
+                if not error:
+                    out[wanted[int(row)][int(view) - 1]] = vector
         return out
 
     def check_background(self, background: CopyIndex) -> None:

@@ -134,5 +134,8 @@ class RayRunner:
         self.workers = []
 
 
+_REMOTE_WORKER = ray.remote(StageWorker)  # one actor class for every pool, exported to the cluster once
+
+
 def _start(settings: EmbedSettings, gpus: int) -> ray.actor.ActorHandle:
-    return ray.remote(StageWorker).options(num_cpus=1, num_gpus=gpus, **ACTOR_OPTIONS).remote(settings)
+    return _REMOTE_WORKER.options(num_cpus=1, num_gpus=gpus, **ACTOR_OPTIONS).remote(settings)

@@ -74,7 +74,7 @@ def prepare_batch(batch: dict, options: dict) -> dict:
         out.update(lf_keypoints=[], lf_descriptors=[], lf_size=[])
     if opts.pixel_hash:
         out["pixel_hash"] = []
-    full_size = opts.regions or opts.pixel_hash or opts.full_size
+    full_size = opts.regions or opts.pixel_hash or opts.full_size or "boxes" in batch
     first = 0 if opts.whole else 1
     for i, path in enumerate(batch["path"]):
         try:

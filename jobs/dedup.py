@@ -398,24 +398,28 @@ def _groups(table: _Table, infos: _Infos, rep_of: np.ndarray, reps: np.ndarray, 
     def path(v: int) -> str:
         return table.paths[v] if v < n else node_info[v].path
 
-    def expand(v: int, centre: int | None) -> tuple[list[str], list[Link]]:
+    def expand(v: int, linked_to: int | None) -> tuple[list[str], list[Link]]:
         if v >= n:
             return [path(v)], []
         rows = members_of[v]
         links = [Link(table.paths[r], table.paths[v], 1.0, "exact") for r in rows[1:]]
-        if centre is not None:
-            links.insert(0, Link(table.paths[v], path(centre), score[(min(v, centre), max(v, centre))], "near"))
+        if linked_to is not None:
+            link_score = score[(min(v, linked_to), max(v, linked_to))]
+            links.insert(0, Link(table.paths[v], path(linked_to), link_score, "near"))
         return [table.paths[r] for r in rows], links
 
     groups, grouped = [], set()
-    for nodes in star_groups(ranks, a, b):
-        members, links = expand(nodes[0], None)
-        for v in nodes[1:]:
-            more, more_links = expand(v, nodes[0])
+    # a file no keeper took may join through a member by a link safe to act on; a reference never joins a
+    # group as a member (it is never acted on)
+    strength = np.where(b < n, scores, -np.inf)
+    for star in star_groups(ranks, a, b, strength, join_at=options.act_threshold):
+        members, links = expand(star.nodes[0], None)
+        for v in star.nodes[1:]:
+            more, more_links = expand(v, star.parent[v])
             members += more
             links += more_links
         groups.append(Group(members, links))
-        grouped.update(nodes)
+        grouped.update(star.nodes)
     groups += [Group(*expand(v, None)) for v, rows in members_of.items() if len(rows) > 1 and v not in grouped]
     return sorted(groups, key=lambda g: g.members[0])
 

@@ -4,8 +4,10 @@ Plain connected components would chain: A~B and B~C would put A and C in one gro
 links them. Here every group is a *centre* (its keeper) and files each verified directly against that
 centre: centres are picked greedily in keeper order as a maximal independent set of the edge graph
 (a file becomes a centre unless an edge joins it to an earlier centre), and every other file with
-edges joins the best-ranked centre it has an edge to. Two files of a group are therefore always
-at most two verified links apart, through their keeper, and the keeper ranks first in its group.
+edges joins the best-ranked centre it has an edge to. A file left alone that way (all its links go to
+members of groups: a crop of a photo whose keeper is a screenshot of that photo) may join through its
+strongest link to a member, if that link scores at least `join_at`. A member is therefore one verified
+link from its keeper, or two with the second one strong, and the keeper ranks first in its group.
 
 Groups are built from the links worth a review; `safe_members` tells which members may be acted on:
 those whose every link on the way to the keeper is exact or scores at least the act threshold.
@@ -60,9 +62,20 @@ def exact_clusters(digests: list[str]) -> list[list[int]]:
     return sorted(rows for rows in by_digest.values() if len(rows) > 1)
 
 
-def star_groups(ranks: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[list[int]]:
-    """Nodes 0..N-1 ranked by `ranks` (0 = best keeper), undirected edges (E,) a--b ->
-    groups [centre, members by rank] of >= 2 nodes, each member joined to its centre by an edge.
+@dataclass(frozen=True)
+class Star:
+    """nodes: the centre (keeper) first, then the members by rank; parent: member -> the node its link goes
+    to (the centre, or for a member joined through another one, that member)."""
+
+    nodes: list[int]
+    parent: dict[int, int]
+
+
+def star_groups(ranks: np.ndarray, a: np.ndarray, b: np.ndarray, strength: np.ndarray | None = None,
+                join_at: float | None = None) -> list[Star]:
+    """Nodes 0..N-1 ranked by `ranks` (0 = best keeper), undirected edges (E,) a--b -> groups of >= 2
+    nodes, each member joined to its centre by an edge. With (E,) `strength` and `join_at`, a node that no
+    centre took joins a member through its strongest edge to one, if that edge's strength is >= join_at.
     """
     n = len(ranks)
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
@@ -78,17 +91,34 @@ def star_groups(ranks: np.ndarray, a: np.ndarray, b: np.ndarray) -> list[list[in
             continue
         centre[v] = True
         blocked[other[start[v]:start[v + 1]]] = True
-    joins = ~centre[ends] & centre[other]
-    member, host = ends[joins], other[joins]
-    best = np.lexsort((ranks[host], member))  # per member, best-ranked centre first
-    member, host = member[best], host[best]
-    first = np.ones(len(member), bool)
-    first[1:] = member[1:] != member[:-1]
-    groups: dict[int, list[int]] = {int(c): [int(c)] for c in np.flatnonzero(centre)}
-    for m, c in zip(member[first], host[first]):
-        groups[int(c)].append(int(m))
-    out = [[g[0], *sorted(g[1:], key=lambda v: ranks[v])] for g in groups.values() if len(g) > 1]
-    return sorted(out, key=lambda g: ranks[g[0]])
+    parent = _best_link(ends, other, ~centre[ends] & centre[other], ranks[other])
+    hosted = np.zeros(n, bool)
+    hosted[list(parent.values())] = True
+    if join_at is not None:
+        weight = np.concatenate([strength, strength])[order]
+        alone = centre & ~hosted
+        via = alone[ends] & ~centre[other] & (weight >= join_at)
+        parent.update(_best_link(ends, other, via, -weight))
+    groups: dict[int, Star] = {int(c): Star([int(c)], {}) for c in np.flatnonzero(centre)}
+    for m in sorted(parent, key=lambda v: ranks[v]):
+        host = parent[m]
+        centre_of = host if centre[host] else parent[host]
+        groups[centre_of].nodes.append(m)
+        groups[centre_of].parent[m] = host
+    for m in parent:
+        groups.pop(m, None)  # a lone centre that joined a group through a member
+    out = [g for g in groups.values() if len(g.nodes) > 1]
+    return sorted(out, key=lambda g: ranks[g.nodes[0]])
+
+
+def _best_link(ends: np.ndarray, other: np.ndarray, keep: np.ndarray, cost: np.ndarray) -> dict[int, int]:
+    """Among the directed edges ends -> other where `keep`, each end's edge of least `cost` -> {end: other}."""
+    end, to, cost = ends[keep], other[keep], cost[keep]
+    best = np.lexsort((cost, end))
+    end, to = end[best], to[best]
+    first = np.ones(len(end), bool)
+    first[1:] = end[1:] != end[:-1]
+    return {int(m): int(h) for m, h in zip(end[first], to[first])}
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,26 @@ def test_chain_does_not_merge_its_unrelated_ends():
     # A~B and B~C; A and C unrelated. Connected components would merge all three.
     a, b = [0, 1], [1, 2]
     assert len(components(3, a, b)) == 1
-    groups = star_groups(np.array([0, 1, 2]), a, b)  # A is the best keeper
+    groups = [g.nodes for g in star_groups(np.array([0, 1, 2]), a, b)]  # A is the best keeper
     assert groups == [[0, 1]]
     assert not any({0, 2} <= set(g) for g in groups)
+
+
+def test_a_file_no_keeper_took_joins_through_a_strong_link_to_a_member():
+    # keeper K (a screenshot of photo P, the largest file), P, and a crop C of P that links to P only
+    a, b = [0, 1], [1, 2]
+    ranks = np.array([0, 1, 2])
+    weak = star_groups(ranks, a, b, np.array([0.95, 0.6]), join_at=0.9)
+    assert [g.nodes for g in weak] == [[0, 1]]
+    (star,) = star_groups(ranks, a, b, np.array([0.95, 0.97]), join_at=0.9)
+    assert star.nodes == [0, 1, 2]
+    assert star.parent == {1: 0, 2: 1}
 
 
 def test_long_chain_is_cut_into_direct_links():
     n = 6
     a, b = list(range(n - 1)), list(range(1, n))
-    groups = star_groups(np.arange(n), a, b)
+    groups = [g.nodes for g in star_groups(np.arange(n), a, b, np.ones(n - 1), join_at=None)]
     edges = set(zip(a, b)) | set(zip(b, a))
     assert groups == [[0, 1], [2, 3], [4, 5]]
     for g in groups:
@@ -41,23 +52,37 @@ def test_long_chain_is_cut_into_direct_links():
 
 def test_star_groups_properties_on_random_graphs():
     rng = np.random.default_rng(0)
-    for _ in range(20):
+    for trial in range(40):
         n = 40
         a, b = rng.integers(0, n, 60), rng.integers(0, n, 60)
         keep = a != b
         a, b = a[keep], b[keep]
+        strength = rng.random(len(a))
+        join_at = 0.7 if trial % 2 else None
         ranks = rng.permutation(n)
         edges = set(zip(a.tolist(), b.tolist())) | set(zip(b.tolist(), a.tolist()))
-        groups = star_groups(ranks, a, b)
-        seen = [v for g in groups for v in g]
+        weight = {}  # the strongest of an edge's copies
+        for x, y, w in zip(a.tolist(), b.tolist(), strength):
+            for e in ((x, y), (y, x)):
+                weight[e] = max(w, weight.get(e, 0.0))
+        stars = star_groups(ranks, a, b, strength, join_at)
+        seen = [v for g in stars for v in g.nodes]
         assert len(seen) == len(set(seen))  # each node in at most one group
         linked = {v for e in edges for v in e}
-        for g in groups:
-            assert all((m, g[0]) in edges for m in g[1:])  # every member links to its keeper directly
-            assert ranks[g[0]] == min(ranks[v] for v in g)  # the keeper ranks first
+        for g in stars:
+            centre, members = g.nodes[0], g.nodes[1:]
+            assert ranks[centre] == min(ranks[v] for v in g.nodes)  # the keeper ranks first
+            assert set(g.parent) == set(members)
+            for m in members:
+                host = g.parent[m]
+                assert (m, host) in edges  # every member links to its parent directly
+                if host != centre:  # ... which is the keeper, or a member linked to it by a strong edge
+                    assert join_at is not None and g.parent[host] == centre and weight[(m, host)] >= join_at
         # every linked node is grouped, or is a centre whose neighbours all went to better centres
         for v in linked - set(seen):
-            assert all(any(u in g for g in groups) for x, u in edges if x == v)
+            assert all(any(u in g.nodes for g in stars) for x, u in edges if x == v)
+            if join_at is not None:  # ... and whose edges to members are weak
+                assert all(weight[(v, u)] < join_at for x, u in edges if x == v)
 
 
 def test_star_groups_of_no_edges_is_empty():

@@ -100,9 +100,10 @@ def main() -> None:
           + f"), bias={reverse_bias:.3f})")
     if args.out:
         manifest = read_manifest(args.index)
+        region = manifest.get("region_model")
         fitted = FittedCalibration(rounded(weights, bias), FEATURES, manifest["model"]["name"], manifest["local"],
                                    RerankOptions(score_norm=args.score_norm).calibrated_as,
-                                   rounded(reverse_weights, reverse_bias))
+                                   rounded(reverse_weights, reverse_bias), region["name"] if region else None)
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(fitted.to_dict(), f, indent=2)
         print(f"wrote {args.out}")

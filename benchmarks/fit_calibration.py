@@ -27,6 +27,7 @@ from halves import make_halves  # noqa: E402
 from copyscope.matching.local_features import LocalSpec  # noqa: E402
 from copyscope.matching.reranking import DEFAULT_NORM, FEATURES, PACKAGED_CALIBRATIONS  # noqa: E402
 from copyscope.matching.scoring import FittedCalibration  # noqa: E402
+from copyscope.pipeline.model_spec import region_model_choice  # noqa: E402
 
 TEMPLATES = ["--templates", "3"]  # 3 screenshot frames, 3 meme styles, 3 shared backgrounds, 20 photos each
 # (name, seed, benchmark make options)
@@ -64,10 +65,12 @@ def main() -> None:
     parser.add_argument("--model", default="sscd")
     parser.add_argument("--full-local-features", action="store_true",
                         help="fit for references stored whole (LocalSpec.uncompressed), not the compact default")
+    parser.add_argument("--region-model", default="same", help="`copyscope index --region-model` (default same)")
     parser.add_argument("--no-holdout", action="store_true", help="fit only; do not report the held-out sets")
     args = parser.parse_args()
     local = LocalSpec.uncompressed() if args.full_local_features else LocalSpec()
-    extra = ["--full-local-features"] if args.full_local_features else []
+    region = region_model_choice(args.region_model)
+    extra = ["--region-model", args.region_model] + (["--full-local-features"] if args.full_local_features else [])
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     halves = make_halves(args.photos, work / "halves")
@@ -75,7 +78,8 @@ def main() -> None:
     provisional = work / "provisional.json"
     start = PACKAGED_CALIBRATIONS[0]
     provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, local.to_dict(),
-                                                        DEFAULT_NORM).to_dict()))
+                                                        DEFAULT_NORM, None, region.name if region else None
+                                                        ).to_dict()))
     sets = [explained(work, halves["tune"], *s, args.model, provisional, extra) for s in TUNING]
     held = [] if args.no_holdout else [explained(work, halves["holdout"], *s, args.model, provisional, extra)
                                        for s in HELD_OUT]

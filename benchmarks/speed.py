@@ -1,7 +1,7 @@
 """Speed of copyscope beside a bare model loop on the same images: images/s, queries/s, per-stage times.
 
     .venv/bin/python benchmarks/speed.py ../shared/photos --work /tmp/speed [--match-only] \
-        [--match "" "--settle off" "--region-size 160"]
+        [--match "" "--settle off" "--region-size 160"] [--region-models sscd_distilled]
 
 In one run, one after the other on this machine:
 1. the bare loop: decode (same decoder and JPEG draft hint), resize and the model, one image at a time with
@@ -10,8 +10,8 @@ In one run, one after the other on this machine:
    (the same work as the loop) and by default (+ the local features verification reads); ratio to (1);
 3. a benchmark built from the held-out half (benchmarks/halves.py: 200 references, 400 queries of which 200
    are copies, seed 31), its references indexed once; the default `match` of its queries, whole command
-   (Ray start included), then once per extra option set of --match: queries/s and micro-AP, and the
-   queries/s over the bare loop's images/s;
+   (Ray start included), then once per extra option set of --match and once per --region-models index:
+   queries/s and micro-AP, and the queries/s over the bare loop's images/s;
 4. the same match in this process without Ray, every stage timed (decode, region proposals, resize, local
    features, embedding of whole images and of regions, FAISS search, verification; the rest is scoring and
    bookkeeping): seconds and share of the command.
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--model", default="sscd")
     parser.add_argument("--match", nargs="+", default=[""], metavar="OPTIONS",
                         help='`match` runs to time, each its extra options in one string ("": the default)')
+    parser.add_argument("--region-models", nargs="*", default=[], metavar="NAME",
+                        help="also the default `match` against the references indexed with --region-model NAME")
     parser.add_argument("--match-only", action="store_true", help="skip (1) and (2)")
     args = parser.parse_args()
     work = Path(args.work)
@@ -128,13 +130,20 @@ def main() -> None:
                   "400", "--seed", "31", "--quiet")
     if not idx.exists():
         copyscope("index", str(bench / "references"), "--out", str(idx), "--model", args.model, "--quiet")
+    runs = [(idx, options, options or "(default)") for options in args.match]
+    for name in args.region_models:
+        region_idx = work / f"idx_{name}"
+        if not region_idx.exists():
+            copyscope("index", str(bench / "references"), "--out", str(region_idx), "--model", args.model,
+                      "--region-model", name, "--quiet")
+        runs.append((region_idx, "", f"(index --region-model {name})"))
     queries = len(list_images(bench / "queries").entries)
-    for n, options in enumerate(args.match):
+    for n, (index, options, label) in enumerate(runs):
         out = work / f"match_{n}.csv"
-        summary, seconds = copyscope("match", str(bench / "queries"), "--index", str(idx), "--out", str(out),
+        summary, seconds = copyscope("match", str(bench / "queries"), "--index", str(index), "--out", str(out),
                                      "--quiet", *options.split())
         ev = evaluate(bench, out, work / f"eval_{n}")
-        print(f"match {options or '(default)'}: {queries} queries in {seconds:.1f} s, {queries / seconds:.2f} "
+        print(f"match {label}: {queries} queries in {seconds:.1f} s, {queries / seconds:.2f} "
               f"queries/s (ratio to the bare loop {queries / seconds / bare:.2f}); uAP {ev['uAP']:.4f}, regions "
               f"searched {summary['regions_searched']}, pairs verified {summary['verified_pairs']}", flush=True)
 

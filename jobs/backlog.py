@@ -26,12 +26,13 @@ IMPORT_ACTOR = Actor("import", "admin")
 
 
 def import_folder(folder: str | os.PathLike, data_dir: str | os.PathLike, db_url: str | None, bank: str, *,
-                  model: str = "sscd", settings: EmbedSettings = EmbedSettings(), ray_address: str | None = None,
-                  use_ray: bool | None = None, progress: bool = True) -> dict:
-    """Add every image of `folder` to `bank` (created with the default thresholds when missing) -> a summary."""
+                  model: str = "sscd", region_model: str | None = None, settings: EmbedSettings = EmbedSettings(),
+                  ray_address: str | None = None, use_ray: bool | None = None, progress: bool = True) -> dict:
+    """Add every image of `folder` to `bank` (created with the default thresholds when missing) -> a summary.
+    model, region_model: those of a new database (BankEngine.open)."""
     start = time.perf_counter()
     listing = list_images(folder)
-    engine = BankEngine.open(data_dir, db_url, model=model)
+    engine = BankEngine.open(data_dir, db_url, model=model, region_model=region_model)
     bar = tqdm(total=len(listing.entries), desc=f"import into {bank}", unit="img", disable=not progress)
     try:
         if bank not in {b.name for b in engine.store.banks()}:

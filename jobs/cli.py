@@ -18,7 +18,7 @@ from copyscope.jobs.dedup_actions import ACTIONS
 from copyscope.matching.grouping import KEEP_RULES
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.bank_store import ROLES
-from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.model_spec import ModelSpec, region_model_choice
 from copyscope.matching.reranking import DEFAULT_SETTLE, RERANK_MODES, SCORE_NORMS, RerankOptions
 
 
@@ -62,6 +62,12 @@ def _service_args(p: argparse.ArgumentParser) -> None:
                    "postgresql://USER@HOST:PORT/NAME")
 
 
+def _new_database_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="sscd", help="model of a new database (an existing one keeps its own)")
+    p.add_argument("--region-model", default="same", help="model that embeds uploads' region views, of a new "
+                   "database: same (default) or sscd_distilled (faster, less accurate; see `index --region-model`)")
+
+
 def _settings(args, device: str) -> EmbedSettings:
     return EmbedSettings(device=device, num_actors=args.num_actors, threads_per_actor=args.threads,
                          batch_size=args.batch_size, actor_device=actor_device(device))
@@ -88,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="short side the model sees (default: model's)")
     p.add_argument("--index-type", default="flat", choices=INDEX_TYPES)
     _stored_features_args(p, (*LOCAL_METHODS, "none"), "the packaged one, when it fits")
+    p.add_argument("--region-model", default="same",
+                   help="model that embeds queries' region views: same (the index's model, default), or one of "
+                        "the same descriptor space (sscd_distilled for sscd: matching twice as fast, less accurate)")
     p.add_argument("--descriptors", default=None,
                    help="Parquet file or folder of precomputed embeddings (columns id, embedding) instead of images")
     _embed_args(p)
@@ -190,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _service_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8321)
-    p.add_argument("--model", default="sscd", help="model of a new database (an existing one keeps its own)")
+    _new_database_models(p)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
     keys = sub.add_parser("keys", help="API keys of a service: create (printed once), list, revoke")
@@ -212,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     _service_args(p)
     p.add_argument("--bank", required=True, help="bank to add to (created with default thresholds if missing)")
-    p.add_argument("--model", default="sscd", help="model of a new database (an existing one keeps its own)")
+    _new_database_models(p)
     _embed_args(p)
     p = banks_sub.add_parser("list", help="every bank with its item count")
     _service_args(p)
@@ -235,7 +244,7 @@ def run_index(args) -> dict:
     device = _device(args, spec.name)
     summary = index_folder(args.ref_dir, args.out, spec, index_type=args.index_type, index_params=IndexParams(),
                            settings=_settings(args, device), calibration=_read_calibration(args.calibration),
-                           local=_local_spec(args),
+                           local=_local_spec(args), region_model=region_model_choice(args.region_model),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 
@@ -306,7 +315,13 @@ def _run_backlog(args) -> dict:
 def run_serve(args) -> int:
     from copyscope.jobs.serve import serve
 
-    return serve(args.data, args.db, args.host, args.port, model=args.model, log_level=args.log_level)
+    return serve(args.data, args.db, args.host, args.port, model=args.model, log_level=args.log_level,
+                 region_model=_region_name(args.region_model))
+
+
+def _region_name(choice: str) -> str | None:
+    region = region_model_choice(choice)
+    return region.name if region else None
 
 
 def _store(args):
@@ -337,6 +352,7 @@ def run_banks(args) -> dict:
 
     if args.banks_command == "import":
         return import_folder(args.folder, args.data, args.db, args.bank, model=args.model,
+                             region_model=_region_name(args.region_model),
                              settings=_settings(args, _device(args, args.model)), ray_address=args.ray_address,
                              use_ray=_use_ray(args), progress=not args.quiet)
     store = _store(args)

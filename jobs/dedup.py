@@ -217,13 +217,15 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     Inliers that a shared frame explains (matching.shared_frames) do not link two files."""
     reference = CopyIndex.open(index_dir) if index_dir is not None else None
     spec, local = _model_of(spec, local, reference, index_dir)
-    fitted = _calibration_of(spec, local, reference, calibration)  # before any image is embedded
+    # crops of the closer look are region views: embedded by the model the calibration was fitted with
+    region = reference.region_spec if reference is not None else None
+    fitted = _calibration_of(spec, local, region, reference, calibration)  # before any image is embedded
     ignore = CopyIndex.open(ignore_dir) if ignore_dir is not None else None
     if ignore is not None:
         ignore.check_ignore_for(spec, local.to_dict())
     own_dir = out / "index"
     index_folder(folder, own_dir, spec, settings=settings, local=local, calibration=fitted, progress=progress,
-                 pixel_hash=True, runner=runner)
+                 pixel_hash=True, runner=runner, region_model=region)
     failures = read_failures_csv(own_dir / "failures.csv")
     write_failures_csv(out / "failures.csv", failures)
     own = CopyIndex.open(own_dir)
@@ -318,16 +320,18 @@ def _stored_verifier(catalog, ids: dict[str, int], spec: LocalSpec) -> Callable[
     return verify
 
 
-def _calibration_of(spec: ModelSpec, local: LocalSpec, reference: CopyIndex | None,
+def _calibration_of(spec: ModelSpec, local: LocalSpec, region: ModelSpec | None, reference: CopyIndex | None,
                     given: FittedCalibration | None) -> FittedCalibration:
-    """The calibration that scores pairs: the reference index's, else the one given, else the packaged one."""
+    """The calibration that scores pairs: the reference index's, else the one given, else the packaged one.
+    region: the model that embeds region views (None: `spec`)."""
     if reference is not None:
         return reference.calibration_for(RerankOptions())
-    fitted = given or packaged_calibration(spec.name, local.to_dict())
+    region_name = region.name if region else None
+    fitted = given or packaged_calibration(spec.name, local.to_dict(), region_name)
     if fitted is None:
         raise UserError(f"no calibration for model {spec.name!r} with these local features: fit one with "
                         "benchmarks/fit_calibration.py and pass it with --calibration")
-    fitted.check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES)
+    fitted.check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES, region_name)
     return fitted
 
 

@@ -65,6 +65,7 @@ def index_folder(
     on_batch: Callable[[int], None] | None = None,
     pixel_hash: bool = False,
     runner=None,
+    region_model: ModelSpec | None = None,
 ) -> IndexSummary:
     """Make `out_dir` index exactly the images under `ref_dir` (see the module doc).
 
@@ -72,12 +73,13 @@ def index_folder(
     decides by the amount of work (pipeline.ray_runtime.choose_runner). on_batch(n): called after each
     committed batch (a crash hook for tests). pixel_hash: also store a digest of each image's pixels.
     runner: a runner of the caller's (pipeline.runners) to embed with, so a job that goes on to verify keeps
-    one pool of actors (default: chosen here by the amount of work).
+    one pool of actors (default: chosen here by the amount of work). region_model: what embeds the region
+    views of queries matched against it (CopyIndex.create).
     """
     start = time.perf_counter()
     listing = list_images(ref_dir)
     engine = CopyIndex.open_or_create(out_dir, spec, local=local, index_type=index_type, params=index_params,
-                                      calibration=calibration, pixel_hash=pixel_hash)
+                                      calibration=calibration, pixel_hash=pixel_hash, region_model=region_model)
     if calibration is not None:
         engine.set_calibration(calibration)
     paths = dict(listing.entries)

@@ -448,13 +448,14 @@ def _drawing(engine: BankEngine, query: bytes, reference: bytes) -> bytes:
     return out.getvalue()
 
 
-def serve(data: str, db: str | None, host: str, port: int, model: str = "sscd", log_level: str = "info") -> int:
-    """Open the engine, serve until interrupted, close it."""
+def serve(data: str, db: str | None, host: str, port: int, model: str = "sscd", log_level: str = "info",
+          region_model: str | None = None) -> int:
+    """Open the engine, serve until interrupted, close it. model, region_model: those of a new database."""
     import uvicorn
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    engine = BankEngine.open(data, db, model=model)
+    engine = BankEngine.open(data, db, model=model, region_model=region_model)
     engine.start_polling()
     # uvicorn drains requests on SIGTERM, then re-raises it to the handler found at start: exit cleanly,
     # so that the engine below is closed (its index cache saved, its connections closed)

@@ -38,12 +38,17 @@ PACKAGED_CALIBRATIONS = (
     FittedCalibration(Calibration(weights=(-0.131, 12.686, 0.289, 3.264, 0.519, 1.532, -11.589), bias=-6.976),
                       FEATURES, "sscd", LocalSpec.uncompressed().to_dict(), DEFAULT_NORM,  # --full-local-features
                       Calibration(weights=(7.972, -4.079, 0.118, 6.009, 0.849, -2.624, -9.090), bias=-7.179)),
+    FittedCalibration(Calibration(weights=(-3.737, 18.518, 0.217, 4.240, 0.945, -0.536, -11.757), bias=-7.480),
+                      FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,  # --region-model sscd_distilled
+                      Calibration(weights=(8.541, -4.043, -0.181, 6.166, 2.445, -3.899, -5.674), bias=-6.769),
+                      "sscd_distilled"),
 )
 
 
-def packaged_calibration(model: str, local: dict | None) -> FittedCalibration | None:
-    """The calibration shipped for this model and local-feature setting, or None."""
-    return next((c for c in PACKAGED_CALIBRATIONS if c.model == model and c.local == local), None)
+def packaged_calibration(model: str, local: dict | None, region_model: str | None = None) -> FittedCalibration | None:
+    """The calibration shipped for this model, local-feature setting and region model, or None."""
+    return next((c for c in PACKAGED_CALIBRATIONS
+                 if c.model == model and c.local == local and c.region_model == region_model), None)
 
 
 DEFAULT_SETTLE = 0.99  # benchmarks/cascade.py

@@ -83,7 +83,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, iters: int =
 
 
 class CalibrationMismatch(UserError):
-    """A calibration used with another model, local-feature method or score normalisation than its own."""
+    """A calibration used with another model, region model, local-feature method or score normalisation than
+    its own."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class FittedCalibration:
     features: names of the (F,) inputs, in order. model: descriptor name. local: the local-feature
     settings (method, max_side, max_keypoints, ...). score_norm: how global scores were normalised.
     reverse: the calibration of "the reference contains the query" over the same features (None: the
-    main calibration with the roles swapped).
+    main calibration with the roles swapped). region_model: the descriptor that embedded the query's region
+    views (None: `model` itself).
     """
 
     calibration: Calibration
@@ -102,12 +104,15 @@ class FittedCalibration:
     local: dict
     score_norm: str
     reverse: Calibration | None = None
+    region_model: str | None = None
 
-    def check(self, model: str, local: dict | None, score_norm: str, features: tuple[str, ...]) -> None:
+    def check(self, model: str, local: dict | None, score_norm: str, features: tuple[str, ...],
+              region_model: str | None = None) -> None:
         """Raise CalibrationMismatch unless this calibration was fitted for exactly these settings."""
-        wanted = {"model": model, "local": local, "score normalisation": score_norm, "features": tuple(features)}
+        wanted = {"model": model, "local": local, "score normalisation": score_norm, "features": tuple(features),
+                  "region model": region_model}
         fitted = {"model": self.model, "local": self.local, "score normalisation": self.score_norm,
-                  "features": tuple(self.features)}
+                  "features": tuple(self.features), "region model": self.region_model}
         wrong = [k for k in wanted if wanted[k] != fitted[k]]
         if wrong:
             detail = "; ".join(f"{k}: fitted for {fitted[k]!r}, used with {wanted[k]!r}" for k in wrong)
@@ -122,6 +127,8 @@ class FittedCalibration:
                "score_norm": self.score_norm}
         if self.reverse is not None:
             out |= {"reverse_weights": list(self.reverse.weights), "reverse_bias": self.reverse.bias}
+        if self.region_model is not None:
+            out["region_model"] = self.region_model
         return out
 
     @classmethod
@@ -130,8 +137,10 @@ class FittedCalibration:
             reverse = None
             if "reverse_weights" in d:
                 reverse = Calibration(tuple(float(w) for w in d["reverse_weights"]), float(d["reverse_bias"]))
+            region_model = str(d["region_model"]) if d.get("region_model") is not None else None
             return cls(Calibration(tuple(float(w) for w in d["weights"]), float(d["bias"])), tuple(d["features"]),
-                       str(d["model"]), dict(d["local"]) if d["local"] else {}, str(d["score_norm"]), reverse)
+                       str(d["model"]), dict(d["local"]) if d["local"] else {}, str(d["score_norm"]), reverse,
+                       region_model)
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"not a calibration record ({e!r}): expected weights, bias, features, model, local, "
-                            "score_norm (and optionally reverse_weights, reverse_bias)") from e
+                            "score_norm (and optionally reverse_weights, reverse_bias, region_model)") from e

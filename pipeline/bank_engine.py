@@ -89,9 +89,10 @@ class BankEngine:
 
     @classmethod
     def open(cls, data_dir: str | os.PathLike, db_url: str | None = None, *, model: str = "sscd",
-             local: LocalSpec | None = LocalSpec(), **options) -> BankEngine:
+             local: LocalSpec | None = LocalSpec(), region_model: str | None = None, **options) -> BankEngine:
         """Open (or create) a data folder over `db_url` (default: DATA/copyscope.sqlite). The first open of a
-        database records its model and local features; later opens use those (`model` is then ignored)."""
+        database records its model, local features and region model (None: the model; CopyIndex.create); later
+        opens use those (`model` and `region_model` are then ignored)."""
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         lock_file = _lock(data_dir)
@@ -100,7 +101,8 @@ class BankEngine:
         try:
             db = Database.connect(db_url or default_url(data_dir))
             store = BankStore(db)
-            wanted = {"model": ModelSpec(model).to_dict(), "local": local.to_dict() if local else None}
+            wanted = {"model": ModelSpec(model).to_dict(), "local": local.to_dict() if local else None,
+                      "region_model": ModelSpec(region_model).to_dict() if region_model else None}
             settings = store.claim_setting(ENGINE_SETTINGS, wanted)
             index = _open_cache(data_dir / "index", settings, without_password(db.url))
             engine = cls(data_dir, store, index, lock_file, **options)
@@ -303,12 +305,15 @@ class BankEngine:
 
 
 def _open_cache(index_dir: Path, settings: dict, db_name: str) -> CopyIndex:
-    """The data folder's index over the database's items, made with the model and local features it records."""
+    """The data folder's index over the database's items, made with the models and local features it records
+    (a database made before region models records none: its model embeds the regions)."""
+    region = settings.get("region_model")
     if not is_index_dir(index_dir):
         local = LocalSpec(**settings["local"]) if settings["local"] else None
-        return CopyIndex.create(index_dir, ModelSpec.from_dict(settings["model"]), local=local)
+        return CopyIndex.create(index_dir, ModelSpec.from_dict(settings["model"]), local=local,
+                                region_model=ModelSpec.from_dict(region) if region else None)
     index = CopyIndex.open(index_dir)
-    if index.manifest["model"] != settings["model"] or index.manifest["local"] != settings["local"]:
+    if any(index.manifest.get(k) != settings.get(k) for k in ("model", "local", "region_model")):
         index.close()
         raise UserError(f"{index_dir} was built for another model or local features than the database {db_name} "
                         f"records ({settings}); it is only a cache: delete it, or use another --data")

@@ -101,9 +101,12 @@ class CopyIndex:
     @classmethod
     def create(cls, directory: str | os.PathLike, spec: ModelSpec = ModelSpec(), *,
                local: LocalSpec | None = LocalSpec(), index_type: str = "flat", params: IndexParams | None = None,
-               calibration: FittedCalibration | None = None, pixel_hash: bool = False) -> CopyIndex:
+               calibration: FittedCalibration | None = None, pixel_hash: bool = False,
+               region_model: ModelSpec | None = None) -> CopyIndex:
         """A new, empty index directory (refuses one that holds an index already). calibration: default the
-        packaged one when it was fitted for this model and local-feature setting, else none."""
+        packaged one when it was fitted for this model, region model and local-feature setting, else none.
+        region_model: another model of the same descriptor space that embeds queries' region views (a
+        distilled student: `sscd_distilled` for `sscd`); None: the model itself."""
         if index_type not in INDEX_TYPES:
             raise UserError(f"unknown index type {index_type!r}; known: {', '.join(INDEX_TYPES)}")
         directory = Path(directory)
@@ -113,11 +116,16 @@ class CopyIndex:
             raise UserError(f"{directory} already holds an index (or the catalog of one whose manifest is lost): "
                             "open it, or choose another folder")
         local_dict = local.to_dict() if local else None
-        calibration = calibration or packaged_calibration(spec.name, local_dict)
+        region = None if region_model == spec else region_model
+        region_name = region.name if region else None
+        calibration = calibration or packaged_calibration(spec.name, local_dict, region_name)
         if calibration is not None:
-            calibration.check(spec.name, local_dict, calibration.score_norm, FEATURES)
+            calibration.check(spec.name, local_dict, calibration.score_norm, FEATURES, region_name)
         descriptor = spec.build(num_threads=1)
-        manifest = {"model": spec.to_dict(), "descriptor": descriptor.spec(), "local": local_dict,
+        if region is not None and region.build(num_threads=1).dim != descriptor.dim:
+            raise UserError(f"region model {region.name!r} gives descriptors of another size than {spec.name!r}")
+        manifest = {"model": spec.to_dict(), "region_model": region.to_dict() if region else None,
+                    "descriptor": descriptor.spec(), "local": local_dict,
                     "pixel_hash": pixel_hash, "index_type": index_type,
                     "params": (params or IndexParams()).__dict__, "faiss": None,
                     "calibration": calibration.to_dict() if calibration else None}
@@ -152,11 +160,13 @@ class CopyIndex:
             return cls.create(directory, spec, **create_options)
         engine = cls.open(directory)
         local = create_options.get("local", LocalSpec())
+        region = create_options.get("region_model")
         wanted = {"model": spec.to_dict(), "local": local.to_dict() if local else None,
-                  "index_type": create_options.get("index_type", "flat")}
+                  "index_type": create_options.get("index_type", "flat"),
+                  "region_model": None if region in (None, spec) else region.to_dict()}
         for key, value in wanted.items():
-            if engine.manifest[key] != value:
-                raise UserError(f"{directory} was built with {key} {engine.manifest[key]!r}, not {value!r}: "
+            if engine.manifest.get(key) != value:  # an index made before region models has none: the model's
+                raise UserError(f"{directory} was built with {key} {engine.manifest.get(key)!r}, not {value!r}: "
                                 "use another --out, or delete the folder to rebuild it")
         return engine
 
@@ -181,6 +191,17 @@ class CopyIndex:
         return ModelSpec.from_dict(self.manifest["model"])
 
     @property
+    def region_spec(self) -> ModelSpec | None:
+        """The model that embeds queries' region views (None: `spec`, as in indexes made before it existed)."""
+        region = self.manifest.get("region_model")
+        return ModelSpec.from_dict(region) if region else None
+
+    def _check_calibration(self, calibration: FittedCalibration, score_norm: str) -> None:
+        region = self.region_spec
+        calibration.check(self.spec.name, self.manifest["local"], score_norm, FEATURES,
+                          region.name if region else None)
+
+    @property
     def dim(self) -> int:
         return int(self.manifest["descriptor"]["preprocess"]["dim"])
 
@@ -194,8 +215,8 @@ class CopyIndex:
         return FittedCalibration.from_dict(c) if c else None
 
     def set_calibration(self, calibration: FittedCalibration) -> None:
-        """Store a calibration after checking it was fitted for this index's model and local features."""
-        calibration.check(self.spec.name, self.manifest["local"], calibration.score_norm, FEATURES)
+        """Store a calibration after checking it was fitted for this index's models and local features."""
+        self._check_calibration(calibration, calibration.score_norm)
         self.manifest["calibration"] = calibration.to_dict()
 
     def __len__(self) -> int:
@@ -347,7 +368,7 @@ class CopyIndex:
         features: dict[str, LocalFeatures] = {}
         failures = []
         rows = [{"id": n, "path": p} for n, p in images]
-        for batch in runner.embed(rows, self.spec, prepare):
+        for batch in runner.embed(rows, self.spec, prepare, self.region_spec):
             for i, (name, view) in enumerate(zip(batch["id"], batch["view"])):
                 name = str(name)
                 if batch["error"][i]:
@@ -372,7 +393,7 @@ class CopyIndex:
                 for j, (path, idx) in enumerate(of_path.items())]
         out = np.zeros((len(crops), self.dim), np.float32)
         prepare = dataclasses.replace(self.prepare_options(local=False), whole=False)
-        for batch in runner.embed(rows, self.spec, prepare):
+        for batch in runner.embed(rows, self.spec, prepare, self.region_spec):
             for row, view, error, vector in zip(batch["id"], batch["view"], batch["error"], batch["embedding"]):
                 if not error:
                     out[wanted[int(row)][int(view) - 1]] = vector
@@ -513,7 +534,7 @@ class CopyIndex:
             raise UserError(f"index {self.directory} has no calibration for model {self.spec.name!r} with these "
                             "local features: fit one with benchmarks/calibrate.py and pass it to `copyscope index "
                             "--calibration FILE`, or match with --rerank none")
-        calibration.check(self.spec.name, self.manifest["local"], rerank.calibrated_as, FEATURES)
+        self._check_calibration(calibration, rerank.calibrated_as)
         return calibration
 
     def frame_points(self, names: Sequence, vectors: np.ndarray,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from copyscope.descriptors import Descriptor, create_descriptor
+from copyscope.descriptors import Descriptor, create_descriptor, descriptor_backend
 
 
 @dataclass(frozen=True)
@@ -24,3 +24,12 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(name=d["name"], weights=d.get("weights"), options=dict(d.get("options") or {}))
+
+
+def region_model_choice(text: str) -> ModelSpec | None:
+    """--region-model same|NAME -> the region model an index records (None: the index's own model); UserError
+    for an unknown name."""
+    if text == "same":
+        return None
+    descriptor_backend(text)
+    return ModelSpec(text)

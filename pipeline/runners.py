@@ -53,12 +53,15 @@ class LocalRunner:
         self._verifiers: dict[tuple, VerifyActor] = {}
         self._building = threading.Lock()
 
-    def embed(self, rows: list[dict], spec: ModelSpec, prepare: PrepareOptions) -> Iterator[dict]:
-        key = repr(spec.to_dict())
+    def embed(self, rows: list[dict], spec: ModelSpec, prepare: PrepareOptions,
+              region_spec: ModelSpec | None = None) -> Iterator[dict]:
+        """Prepared and embedded batches of `rows`; region views by `region_spec` (None: by `spec`)."""
+        region = region_spec.to_dict() if region_spec else None
+        key = repr((spec.to_dict(), region))
         with self._building:
             if key not in self._models:
                 threads = self.settings.threads_per_actor or os.cpu_count() or 1
-                self._models[key] = EmbedActor(spec.to_dict(), self.settings.device, threads)
+                self._models[key] = EmbedActor(spec.to_dict(), self.settings.device, threads, region_spec=region)
         model, options = self._models[key], prepare.to_dict()
         for start in range(0, len(rows), self.settings.batch_size):
             yield model(prepare_batch(_columns(rows[start:start + self.settings.batch_size]), options))
@@ -79,8 +82,9 @@ class StageWorker:
     def __init__(self, settings: EmbedSettings):
         self.runner = LocalRunner(settings)
 
-    def embed(self, rows: list[dict], spec: dict, prepare: dict) -> list[dict]:
-        return list(self.runner.embed(rows, ModelSpec.from_dict(spec), PrepareOptions.from_dict(prepare)))
+    def embed(self, rows: list[dict], spec: dict, prepare: dict, region_spec: dict | None = None) -> list[dict]:
+        region = ModelSpec.from_dict(region_spec) if region_spec else None
+        return list(self.runner.embed(rows, ModelSpec.from_dict(spec), PrepareOptions.from_dict(prepare), region))
 
     def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> list[dict]:
         return list(self.runner.verify(rows, catalog_path, local, geometry))
@@ -113,11 +117,14 @@ class RayRunner:
         self.workers += [_start(EmbedSettings(threads_per_actor=1), 0) for _ in range(size - len(self.workers))]
         return ActorPool(self.workers[:size])
 
-    def embed(self, rows: list[dict], spec: ModelSpec, prepare: PrepareOptions) -> Iterator[dict]:
+    def embed(self, rows: list[dict], spec: ModelSpec, prepare: PrepareOptions,
+              region_spec: ModelSpec | None = None) -> Iterator[dict]:
         size, spec_dict, options = self.settings.batch_size, spec.to_dict(), prepare.to_dict()
+        region = region_spec.to_dict() if region_spec else None
         chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
         if chunks:
-            for batches in self._pool().map_unordered(lambda w, c: w.embed.remote(c, spec_dict, options), chunks):
+            pool = self._pool()
+            for batches in pool.map_unordered(lambda w, c: w.embed.remote(c, spec_dict, options, region), chunks):
                 yield from batches
 
     def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> Iterator[dict]:

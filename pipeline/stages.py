@@ -162,19 +162,29 @@ class EmbedActor:
     """Loads the model once per actor; (images) -> "embedding" (B, D) float32, zeros where "error".
 
     prepare: PrepareOptions as a dict, to run `prepare_batch` on (id, path) rows first in the same call
-    (one actor stage from file to descriptor: decoded pixels never cross the object store)."""
+    (one actor stage from file to descriptor: decoded pixels never cross the object store). region_spec: a
+    model of the same descriptor space that embeds the region views (view >= 1) instead (None: the model)."""
 
-    def __init__(self, spec: dict, device: str = "cpu", num_threads: int | None = None, prepare: dict | None = None):
+    def __init__(self, spec: dict, device: str = "cpu", num_threads: int | None = None, prepare: dict | None = None,
+                 region_spec: dict | None = None):
         self.model = ModelSpec.from_dict(spec).build(device=device, num_threads=num_threads)
+        self.region_model = (ModelSpec.from_dict(region_spec).build(device=device, num_threads=num_threads)
+                             if region_spec else self.model)
         self.prepare = prepare
 
     def __call__(self, batch: dict) -> dict:
         if self.prepare is not None:
             batch = prepare_batch(batch, self.prepare)
-        ok = [i for i, e in enumerate(batch["error"]) if not e]
         emb = np.zeros((len(batch["error"]), self.model.dim), np.float32)
-        if ok:
-            emb[ok] = self.model.embed_resized([batch["image"][i] for i in ok])
+        ok = [i for i, e in enumerate(batch["error"]) if not e]
+        if self.region_model is self.model:
+            parts = [(self.model, ok)]
+        else:
+            parts = [(self.model, [i for i in ok if batch["view"][i] == 0]),
+                     (self.region_model, [i for i in ok if batch["view"][i] > 0])]
+        for model, rows in parts:
+            if rows:
+                emb[rows] = model.embed_resized([batch["image"][i] for i in rows])
         out = {k: v for k, v in batch.items() if k != "image"}
         out["embedding"] = emb
         return out

@@ -22,9 +22,11 @@ from copyscope.matching.reranking import FEATURES, RerankOptions
 from copyscope.matching.scoring import CalibrationMismatch, FittedCalibration
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.engine import CopyIndex
+from copyscope.pipeline.decode import decode_image
 from copyscope.pipeline.formats import read_matches
 from copyscope.pipeline.index_files import IndexCorruptError
 from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.runners import LocalRunner
 from tests.photo_edits import make_copy_set
 
 SPEC = ModelSpec("sscd_distilled")
@@ -174,6 +176,54 @@ def test_calibration_travels_with_the_index_and_is_refused_elsewhere(tmp_path, c
     assert main(["index", str(root / "refs"), "--out", str(tmp_path / "with"), "--model", "sscd_distilled",
                  "--calibration", str(path), "--ray", "off", "--quiet"]) == 0
     assert CopyIndex.open(tmp_path / "with").calibration == other
+
+
+def test_region_views_are_embedded_by_the_region_model(tmp_path, copy_set):
+    root, _ = copy_set
+    (name, path), = images(root / "queries")[:1]
+    student = ModelSpec("sscd_distilled")  # distilled into sscd's descriptor space
+    auto = CopyIndex.create(tmp_path / "auto", ModelSpec("sscd"), region_model=student)
+    same = CopyIndex.create(tmp_path / "same", ModelSpec("sscd"))
+    assert auto.region_spec == student and same.region_spec is None
+    assert auto.calibration.region_model == "sscd_distilled" and same.calibration.region_model is None
+    views = {}
+    for engine in (auto, same):
+        views[engine] = {v: (box, e) for v, box, e in
+                         engine.embed_queries([(name, path)], LocalRunner(), regions=3, local=False).by_name[name]}
+    assert views[auto].keys() == views[same].keys() and len(views[auto]) > 1
+    np.testing.assert_allclose(views[auto][0][1], views[same][0][1], atol=1e-6)  # the whole image: sscd
+    image = decode_image(path)
+    for model, engine in ((student.build(), auto), (ModelSpec("sscd").build(), same)):
+        for v, (box, vector) in views[engine].items():
+            if v:
+                crop = np.ascontiguousarray(image[box[1]:box[3], box[0]:box[2]])
+                np.testing.assert_allclose(vector, model([crop])[0], atol=1e-5)
+    crops = auto.embed_crops([(path, np.array([0.1, 0.1, 0.6, 0.7]))], LocalRunner())  # a dedup's closer look
+    h, w = image.shape[:2]
+    crop = np.ascontiguousarray(image[round(0.1 * h):round(0.7 * h), round(0.1 * w):round(0.6 * w)])
+    np.testing.assert_allclose(crops[0], student.build()([crop])[0], atol=1e-5)
+    # a calibration fitted with regions of the model itself is refused for an index whose student embeds them
+    with pytest.raises(CalibrationMismatch, match="region model"):
+        auto.set_calibration(same.calibration)
+    # re-running `index` with the same choice opens the index; another choice is refused; an index made before
+    # region models (no region_model in its manifest) opens as one whose regions are its own model's
+    assert CopyIndex.open_or_create(tmp_path / "auto", ModelSpec("sscd"), region_model=student).region_spec == student
+    with pytest.raises(UserError, match="region_model"):
+        CopyIndex.open_or_create(tmp_path / "auto", ModelSpec("sscd"))
+    manifest = json.loads((tmp_path / "same" / "manifest.json").read_text())
+    del manifest["region_model"]
+    (tmp_path / "same" / "manifest.json").write_text(json.dumps(manifest))
+    assert CopyIndex.open_or_create(tmp_path / "same", ModelSpec("sscd")).region_spec is None
+
+
+def test_index_region_model_option(tmp_path, copy_set):
+    root, _ = copy_set
+    refs = root / "refs"
+    assert main(["index", str(refs), "--out", str(tmp_path / "student"), "--region-model", "sscd_distilled",
+                 "--ray", "off", "--quiet"]) == 0
+    index = CopyIndex.open(tmp_path / "student")
+    assert index.region_spec == ModelSpec("sscd_distilled") and index.calibration.region_model == "sscd_distilled"
+    assert main(["index", str(refs), "--out", str(tmp_path / "bad"), "--region-model", "nonesuch", "--quiet"]) == 1
 
 
 def write_parquet(path, ids, vectors) -> None:

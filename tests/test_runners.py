@@ -16,7 +16,7 @@ from copyscope.pipeline.catalog import Catalog, Reference
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.pipeline.ray_runtime import choose_runner
-from copyscope.pipeline.runners import RayRunner
+from copyscope.pipeline.runners import LocalRunner, RayRunner
 from copyscope.pipeline.stages import PrepareOptions
 from copyscope.pipeline.verify_stage import verify_through
 
@@ -94,3 +94,22 @@ def test_verify_only_actors_fill_the_cpus_and_choose_runner_kills_all_on_error(r
         assert held(workers[1])[0] == 0  # the CPU-only actor only verifies
         raise RuntimeError("stop")
     assert_dead(workers)
+
+
+def test_region_views_reach_the_region_model_on_the_pool(ray_local, work):
+    rows, whole, *_ = work
+    region_model = ModelSpec("timm:resnet18", options=dict(proj_dim=32, image_size=64, seed=1))
+    prepare = PrepareOptions(whole.preprocess, regions=2)
+
+    def embedded(runner, region_spec):
+        return {(str(i), int(v)): e for b in runner.embed(rows, MODEL, prepare, region_spec)
+                for i, v, e in zip(b["id"], b["view"], b["embedding"])}
+
+    local_plain, local = embedded(LocalRunner(), None), embedded(LocalRunner(), region_model)
+    with contextlib.closing(RayRunner(EmbedSettings(threads_per_actor=1, batch_size=2))) as runner:
+        pooled = embedded(runner, region_model)
+    assert pooled.keys() == local.keys() == local_plain.keys()
+    for key in local:
+        np.testing.assert_allclose(pooled[key], local[key], atol=1e-5)
+        same = np.allclose(local[key], local_plain[key], atol=1e-5)
+        assert same == (key[1] == 0)  # whole images by the model, region views by the region model

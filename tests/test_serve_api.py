@@ -15,6 +15,7 @@ from copyscope.jobs.cli import main
 from copyscope.jobs.serve import create_app
 from copyscope.pipeline.bank_engine import BankEngine
 from copyscope.pipeline.bank_store import Actor
+from copyscope.pipeline.model_spec import ModelSpec
 
 CLI = Actor("cli", "admin")
 
@@ -162,7 +163,7 @@ def test_keys_banks_and_backlog_commands(tmp_path, capsys):
     secret = capsys.readouterr().out.strip()
     assert secret.startswith("cs_")
     assert main(["banks", "import", str(folder), "--data", data_dir, "--bank", "known", "--ray", "off",
-                 "--quiet"]) == 0
+                 "--region-model", "sscd_distilled", "--quiet"]) == 0  # the new database's uploads: student regions
     assert json.loads(capsys.readouterr().out)["added"] == 3
     out_csv = tmp_path / "backlog.csv"
     assert main(["match", str(uploads), "--data", data_dir, "--out", str(out_csv), "--ray", "off", "--quiet"]) == 0
@@ -171,8 +172,9 @@ def test_keys_banks_and_backlog_commands(tmp_path, capsys):
     rows = out_csv.read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("u1,") and ",known,coffee," in rows[1]
 
-    engine = BankEngine.open(data_dir)
+    engine = BankEngine.open(data_dir)  # the database keeps the region model it was made with
     try:
+        assert engine.index.region_spec == ModelSpec("sscd_distilled")
         client = TestClient(create_app(engine))
         match_id = rows[1].split(",")[1]
         record = client.get(f"/v1/matches/{match_id}", headers={"Authorization": f"Bearer {secret}"}).json()

@@ -27,7 +27,7 @@ from halves import make_halves  # noqa: E402
 from copyscope.matching.local_features import LocalSpec  # noqa: E402
 from copyscope.matching.reranking import DEFAULT_NORM, FEATURES, PACKAGED_CALIBRATIONS  # noqa: E402
 from copyscope.matching.scoring import FittedCalibration  # noqa: E402
-from copyscope.pipeline.model_spec import region_model_choice  # noqa: E402
+from copyscope.pipeline.model_spec import ModelSpec, region_model_choice  # noqa: E402
 
 TEMPLATES = ["--templates", "3"]  # 3 screenshot frames, 3 meme styles, 3 shared backgrounds, 20 photos each
 # (name, seed, benchmark make options)
@@ -43,10 +43,11 @@ def copyscope(*args: str) -> None:
 
 
 def explained(work: Path, half: Path, name: str, seed: int, make: list[str], model: str, provisional: Path,
-              extra: list[str]) -> str:
-    """Benchmark, index and `match --explain` of one set (each skipped when done) -> "explain.jsonl:gt.csv"."""
+              extra: list[str], variant: str = "") -> str:
+    """Benchmark, index and `match --explain` of one set (each skipped when done) -> "explain.jsonl:gt.csv".
+    variant: a suffix of the index and explain names (another region model: another index of one benchmark)."""
     name = f"{half.name}_{seed}_{name}"
-    bench, idx, explain = work / f"bench_{name}", work / f"idx_{name}", work / f"explain_{name}.jsonl"
+    bench, idx, explain = work / f"bench_{name}", work / f"idx_{name}{variant}", work / f"explain_{name}{variant}.jsonl"
     if not bench.exists():
         copyscope("benchmark", "make", str(half), "--out", str(bench), "--seed", str(seed), "--quiet", *make)
     if not idx.exists():
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--no-holdout", action="store_true", help="fit only; do not report the held-out sets")
     args = parser.parse_args()
     local = LocalSpec.uncompressed() if args.full_local_features else LocalSpec()
-    region = region_model_choice(args.region_model)
+    region = region_model_choice(args.region_model, ModelSpec(args.model))
     extra = ["--region-model", args.region_model] + (["--full-local-features"] if args.full_local_features else [])
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -80,10 +81,11 @@ def main() -> None:
     provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, local.to_dict(),
                                                         DEFAULT_NORM, None, region.name if region else None
                                                         ).to_dict()))
-    sets = [explained(work, halves["tune"], *s, args.model, provisional, extra) for s in TUNING]
-    held = [] if args.no_holdout else [explained(work, halves["holdout"], *s, args.model, provisional, extra)
+    variant = f"_regions_{region.name}" if region else ""
+    sets = [explained(work, halves["tune"], *s, args.model, provisional, extra, variant) for s in TUNING]
+    held = [] if args.no_holdout else [explained(work, halves["holdout"], *s, args.model, provisional, extra, variant)
                                        for s in HELD_OUT]
-    index = work / f"idx_tune_{TUNING[0][1]}_{TUNING[0][0]}"
+    index = work / f"idx_tune_{TUNING[0][1]}_{TUNING[0][0]}{variant}"
     cmd = [sys.executable, str(Path(__file__).with_name("calibrate.py")), *sets, "--index", str(index),
            "--out", str(work / "calibration.json")] + (["--holdout", *held] if held else [])
     subprocess.run(cmd, check=True)

@@ -240,11 +240,13 @@ def run_index(args) -> dict:
     if (args.ref_dir is None) == (args.descriptors is None):
         raise UserError("give a folder of reference images, or --descriptors PATH (not both)")
     if args.descriptors:
+        if args.region_model != "same":
+            raise UserError("--region-model is for indexes that match images: drop it with --descriptors")
         return asdict(index_embeddings(args.descriptors, args.out, spec, index_type=args.index_type))
     device = _device(args, spec.name)
     summary = index_folder(args.ref_dir, args.out, spec, index_type=args.index_type, index_params=IndexParams(),
                            settings=_settings(args, device), calibration=_read_calibration(args.calibration),
-                           local=_local_spec(args), region_model=region_model_choice(args.region_model),
+                           local=_local_spec(args), region_model=region_model_choice(args.region_model, spec),
                            ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
     return asdict(summary)
 
@@ -316,11 +318,12 @@ def run_serve(args) -> int:
     from copyscope.jobs.serve import serve
 
     return serve(args.data, args.db, args.host, args.port, model=args.model, log_level=args.log_level,
-                 region_model=_region_name(args.region_model))
+                 region_model=_region_name(args))
 
 
-def _region_name(choice: str) -> str | None:
-    region = region_model_choice(choice)
+def _region_name(args) -> str | None:
+    """--region-model of a new service database -> the name BankEngine.open takes (None: --model's)."""
+    region = region_model_choice(args.region_model, ModelSpec(args.model))
     return region.name if region else None
 
 
@@ -352,7 +355,7 @@ def run_banks(args) -> dict:
 
     if args.banks_command == "import":
         return import_folder(args.folder, args.data, args.db, args.bank, model=args.model,
-                             region_model=_region_name(args.region_model),
+                             region_model=_region_name(args),
                              settings=_settings(args, _device(args, args.model)), ray_address=args.ray_address,
                              use_ray=_use_ray(args), progress=not args.quiet)
     store = _store(args)

@@ -7,7 +7,8 @@ centre: centres are picked greedily in keeper order as a maximal independent set
 edges joins the best-ranked centre it has an edge to. A file left alone that way (all its links go to
 members of groups: a crop of a photo whose keeper is a screenshot of that photo) may join through its
 strongest link to a member, if that link scores at least `join_at`. A member is therefore one verified
-link from its keeper, or two with the second one strong, and the keeper ranks first in its group.
+link from its keeper, or two when its own link (to the member it joined through) is strong, and the
+keeper ranks first in its group.
 
 Groups are built from the links worth a review; `safe_members` tells which members may be acted on:
 those whose every link on the way to the keeper is exact or scores at least the act threshold.
@@ -74,8 +75,8 @@ class Star:
 def star_groups(ranks: np.ndarray, a: np.ndarray, b: np.ndarray, strength: np.ndarray | None = None,
                 join_at: float | None = None) -> list[Star]:
     """Nodes 0..N-1 ranked by `ranks` (0 = best keeper), undirected edges (E,) a--b -> groups of >= 2
-    nodes, each member joined to its centre by an edge. With (E,) `strength` and `join_at`, a node that no
-    centre took joins a member through its strongest edge to one, if that edge's strength is >= join_at.
+    nodes, each member joined to its centre by an edge; with (E,) `strength` and `join_at`, also a node that
+    no centre took, joined to a member by its strongest edge to one if that edge's strength is >= join_at.
     """
     n = len(ranks)
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
@@ -95,6 +96,8 @@ def star_groups(ranks: np.ndarray, a: np.ndarray, b: np.ndarray, strength: np.nd
     hosted = np.zeros(n, bool)
     hosted[list(parent.values())] = True
     if join_at is not None:
+        if strength is None:
+            raise ValueError("join_at needs the edges' strength")
         weight = np.concatenate([strength, strength])[order]
         alone = centre & ~hosted
         via = alone[ends] & ~centre[other] & (weight >= join_at)

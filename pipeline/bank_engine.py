@@ -101,8 +101,11 @@ class BankEngine:
         try:
             db = Database.connect(db_url or default_url(data_dir))
             store = BankStore(db)
+            region = ModelSpec(region_model) if region_model not in (None, model) else None
+            if region is not None and region.build(num_threads=1).dim != ModelSpec(model).build(num_threads=1).dim:
+                raise UserError(f"region model {region_model!r} gives descriptors of another size than {model!r}")
             wanted = {"model": ModelSpec(model).to_dict(), "local": local.to_dict() if local else None,
-                      "region_model": ModelSpec(region_model).to_dict() if region_model else None}
+                      "region_model": region.to_dict() if region else None}
             settings = store.claim_setting(ENGINE_SETTINGS, wanted)
             index = _open_cache(data_dir / "index", settings, without_password(db.url))
             engine = cls(data_dir, store, index, lock_file, **options)
@@ -315,7 +318,8 @@ def _open_cache(index_dir: Path, settings: dict, db_name: str) -> CopyIndex:
     index = CopyIndex.open(index_dir)
     if any(index.manifest.get(k) != settings.get(k) for k in ("model", "local", "region_model")):
         index.close()
-        raise UserError(f"{index_dir} was built for another model or local features than the database {db_name} "
+        raise UserError(f"{index_dir} was built for another model, region model or local features than the database "
+                        f"{db_name} "
                         f"records ({settings}); it is only a cache: delete it, or use another --data")
     return index
 

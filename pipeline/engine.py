@@ -106,7 +106,7 @@ class CopyIndex:
         """A new, empty index directory (refuses one that holds an index already). calibration: default the
         packaged one when it was fitted for this model, region model and local-feature setting, else none.
         region_model: another model of the same descriptor space that embeds queries' region views (a
-        distilled student: `sscd_distilled` for `sscd`); None: the model itself."""
+        distilled student: `sscd_distilled` for `sscd`), resized as the model resizes; None: the model itself."""
         if index_type not in INDEX_TYPES:
             raise UserError(f"unknown index type {index_type!r}; known: {', '.join(INDEX_TYPES)}")
         directory = Path(directory)
@@ -531,9 +531,10 @@ class CopyIndex:
         self.require_local_features("to verify matches, or match with --rerank none")
         calibration = self.calibration
         if calibration is None:
-            raise UserError(f"index {self.directory} has no calibration for model {self.spec.name!r} with these "
-                            "local features: fit one with benchmarks/calibrate.py and pass it to `copyscope index "
-                            "--calibration FILE`, or match with --rerank none")
+            region = f" (region views by {self.region_spec.name!r})" if self.region_spec else ""
+            raise UserError(f"index {self.directory} has no calibration for model {self.spec.name!r}{region} with "
+                            "these local features: fit one with benchmarks/fit_calibration.py and pass it to "
+                            "`copyscope index --calibration FILE`, or match with --rerank none")
         self._check_calibration(calibration, rerank.calibrated_as)
         return calibration
 

@@ -26,10 +26,11 @@ class ModelSpec:
         return cls(name=d["name"], weights=d.get("weights"), options=dict(d.get("options") or {}))
 
 
-def region_model_choice(text: str) -> ModelSpec | None:
-    """--region-model same|NAME -> the region model an index records (None: the index's own model); UserError
-    for an unknown name."""
+def region_model_choice(text: str, spec: ModelSpec) -> ModelSpec | None:
+    """--region-model same|NAME for an index of `spec` -> the region model it records (None: `spec` itself, also
+    when NAME is `spec`); UserError for an unknown name. Region views are resized as `spec` resizes."""
     if text == "same":
         return None
     descriptor_backend(text)
-    return ModelSpec(text)
+    region = ModelSpec(text)
+    return None if region == spec else region

@@ -38,12 +38,16 @@ def test_a_file_no_keeper_took_joins_through_a_strong_link_to_a_member():
     (star,) = star_groups(ranks, a, b, np.array([0.95, 0.97]), join_at=0.9)
     assert star.nodes == [0, 1, 2]
     assert star.parent == {1: 0, 2: 1}
+    # an edge without strength (dedup: one to a reference, never acted on) carries no join
+    assert [g.nodes for g in star_groups(ranks, a, b, np.array([0.95, -np.inf]), join_at=0.9)] == [[0, 1]]
+    with pytest.raises(ValueError, match="strength"):
+        star_groups(ranks, a, b, join_at=0.9)
 
 
 def test_long_chain_is_cut_into_direct_links():
     n = 6
     a, b = list(range(n - 1)), list(range(1, n))
-    groups = [g.nodes for g in star_groups(np.arange(n), a, b, np.ones(n - 1), join_at=None)]
+    groups = [g.nodes for g in star_groups(np.arange(n), a, b)]
     edges = set(zip(a, b)) | set(zip(b, a))
     assert groups == [[0, 1], [2, 3], [4, 5]]
     for g in groups:

@@ -216,7 +216,7 @@ def test_region_views_are_embedded_by_the_region_model(tmp_path, copy_set):
     assert CopyIndex.open_or_create(tmp_path / "same", ModelSpec("sscd")).region_spec is None
 
 
-def test_index_region_model_option(tmp_path, copy_set):
+def test_index_region_model_option(tmp_path, copy_set, capsys):
     root, _ = copy_set
     refs = root / "refs"
     assert main(["index", str(refs), "--out", str(tmp_path / "student"), "--region-model", "sscd_distilled",
@@ -224,6 +224,11 @@ def test_index_region_model_option(tmp_path, copy_set):
     index = CopyIndex.open(tmp_path / "student")
     assert index.region_spec == ModelSpec("sscd_distilled") and index.calibration.region_model == "sscd_distilled"
     assert main(["index", str(refs), "--out", str(tmp_path / "bad"), "--region-model", "nonesuch", "--quiet"]) == 1
+    assert "unknown descriptor 'nonesuch'" in capsys.readouterr().err
+    # naming the index's own model is the default, "same"
+    assert main(["index", str(refs), "--out", str(tmp_path / "own"), "--model", "sscd_distilled", "--region-model",
+                 "sscd_distilled", "--ray", "off", "--quiet", "--local-features", "none"]) == 0
+    assert CopyIndex.open(tmp_path / "own").region_spec is None
 
 
 def write_parquet(path, ids, vectors) -> None:

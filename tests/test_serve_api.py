@@ -186,6 +186,17 @@ def test_keys_banks_and_backlog_commands(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["keys"][0]["revoked"] is not None
 
 
+def test_a_database_keeps_its_region_model_and_its_own_model_means_none(tmp_path):
+    for region, recorded in (("sscd_distilled", None), (None, None)):
+        data_dir = tmp_path / f"data_{region}"
+        BankEngine.open(data_dir, model="sscd_distilled", region_model=region).close()
+        engine = BankEngine.open(data_dir, region_model="sscd")  # a later open keeps what the first recorded
+        try:
+            assert engine.index.region_spec == recorded and engine.index.spec == ModelSpec("sscd_distilled")
+        finally:
+            engine.close()
+
+
 def test_pair_drawing_shows_the_inliers_the_match_found(tmp_path):
     engine = BankEngine.open(tmp_path / "data")
     try:

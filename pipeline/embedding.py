@@ -1,7 +1,7 @@
 """How the embed stage runs: EmbedSettings, which the job fills in (device, model replicas, threads, batch size)
 and the runners (pipeline.runners) follow.
 
-Each replica (a stages.EmbedActor, in process or in one of a RayRunner's actors) runs `prepare_batch`
+Each replica (a stages.Embedder, in process or in one of a RayRunner's actors) runs `prepare_batch`
 (decode, resize, regions, local features) and the model on its batch: decoded pixels never cross the object
 store, and each actor keeps one core busy from JPEG bytes to descriptor, which on this kind of machine beats
 one process running the model on every core (see benchmarks/throughput.py).

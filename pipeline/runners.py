@@ -1,5 +1,5 @@
 """Where the engine's batch work runs: in this process (no Ray), or on a pool of Ray actors. Both take and
-give the same batches (pipeline.stages.prepare_batch + EmbedActor for embedding,
+give the same batches (pipeline.stages.prepare_batch + Embedder for embedding,
 pipeline.verify_stage.VerifyActor for verification), and each Ray actor is a LocalRunner in its own process,
 so a result never depends on where it was computed.
 
@@ -21,10 +21,11 @@ import numpy as np
 import ray
 from ray.util import ActorPool
 
+from copyscope.descriptors import Descriptor
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.pipeline.ray_runtime import ACTOR_OPTIONS
-from copyscope.pipeline.stages import EmbedActor, PrepareOptions, prepare_batch
+from copyscope.pipeline.stages import Embedder, PrepareOptions, prepare_batch
 from copyscope.pipeline.verify_stage import VerifyActor
 
 VERIFY_ROWS = 4  # query rows per verify task: a query's candidates take a while, so small tasks balance actors
@@ -44,27 +45,31 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 class LocalRunner:
-    """In process: the model is built once and kept; verification reads the catalog directly. Threads may
+    """In process: each model is built once and kept; verification reads the catalog directly. Threads may
     share one runner (a service's requests): models and verifiers are built once under a lock."""
 
     def __init__(self, settings: EmbedSettings = EmbedSettings()):
         self.settings = settings
-        self._models: dict[str, EmbedActor] = {}
+        self._models: dict[str, Descriptor] = {}
         self._verifiers: dict[tuple, VerifyActor] = {}
         self._building = threading.Lock()
 
     def embed(self, rows: list[dict], spec: ModelSpec, prepare: PrepareOptions,
               region_spec: ModelSpec | None = None) -> Iterator[dict]:
         """Prepared and embedded batches of `rows`; region views by `region_spec` (None: by `spec`)."""
-        region = region_spec.to_dict() if region_spec else None
-        key = repr((spec.to_dict(), region))
         with self._building:
-            if key not in self._models:
-                threads = self.settings.threads_per_actor or os.cpu_count() or 1
-                self._models[key] = EmbedActor(spec.to_dict(), self.settings.device, threads, region_spec=region)
-        model, options = self._models[key], prepare.to_dict()
+            embed = Embedder(self._model(spec), self._model(region_spec) if region_spec else None)
+        options = prepare.to_dict()
         for start in range(0, len(rows), self.settings.batch_size):
-            yield model(prepare_batch(_columns(rows[start:start + self.settings.batch_size]), options))
+            yield embed(prepare_batch(_columns(rows[start:start + self.settings.batch_size]), options))
+
+    def _model(self, spec: ModelSpec) -> Descriptor:
+        """The descriptor of `spec`, built on first use (the caller holds the lock)."""
+        key = repr(spec.to_dict())
+        if key not in self._models:
+            threads = self.settings.threads_per_actor or os.cpu_count() or 1
+            self._models[key] = spec.build(device=self.settings.device, num_threads=threads)
+        return self._models[key]
 
     def verify(self, rows: list[dict], catalog_path: str, local: dict, geometry: str) -> Iterator[dict]:
         key = (str(catalog_path), repr(sorted(local.items())), geometry)

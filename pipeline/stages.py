@@ -1,4 +1,4 @@
-"""The prepare and embed stages, as plain functions and a callable class (run in process or as Ray actors).
+"""The prepare and embed stages, as a plain function and a callable class (run in process or in Ray actors).
 
 Batches are dicts of numpy arrays. `prepare_batch` turns each image into one row per *view*: view 0
 is the whole image, views 1..R are sub-regions proposed for region search (queries only). A row that
@@ -12,11 +12,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from copyscope.descriptors import PreprocessCfg, resize_image
+from copyscope.descriptors import Descriptor, PreprocessCfg, resize_image
 from copyscope.descriptors.regions import propose_regions
 from copyscope.matching.local_features import LocalFeatures, LocalSpec, extract_local_features
 from copyscope.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
-from copyscope.pipeline.model_spec import ModelSpec
 
 _PLACEHOLDER = np.zeros((1, 1, 3), np.uint8)
 _NO_BOX = np.zeros(4, np.int32)
@@ -158,23 +157,16 @@ def row_local_features(batch: dict, i: int, method: str) -> LocalFeatures:
     return LocalFeatures(batch["lf_keypoints"][i], batch["lf_descriptors"][i], size, method)
 
 
-class EmbedActor:
-    """Loads the model once per actor; (images) -> "embedding" (B, D) float32, zeros where "error".
+class Embedder:
+    """The embedding step of a runner: a prepared batch (`prepare_batch`) -> "embedding" (B, D) float32, zeros
+    where "error". model: the descriptor of whole images (view 0); region_model: one of the same descriptor
+    space that embeds the region views (view >= 1) instead (None: model)."""
 
-    prepare: PrepareOptions as a dict, to run `prepare_batch` on (id, path) rows first in the same call
-    (one actor stage from file to descriptor: decoded pixels never cross the object store). region_spec: a
-    model of the same descriptor space that embeds the region views (view >= 1) instead (None: the model)."""
-
-    def __init__(self, spec: dict, device: str = "cpu", num_threads: int | None = None, prepare: dict | None = None,
-                 region_spec: dict | None = None):
-        self.model = ModelSpec.from_dict(spec).build(device=device, num_threads=num_threads)
-        self.region_model = (ModelSpec.from_dict(region_spec).build(device=device, num_threads=num_threads)
-                             if region_spec else self.model)
-        self.prepare = prepare
+    def __init__(self, model: Descriptor, region_model: Descriptor | None = None):
+        self.model = model
+        self.region_model = region_model or model
 
     def __call__(self, batch: dict) -> dict:
-        if self.prepare is not None:
-            batch = prepare_batch(batch, self.prepare)
         emb = np.zeros((len(batch["error"]), self.model.dim), np.float32)
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         if self.region_model is self.model:

@@ -252,8 +252,10 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     evidence = discount_frames(list(zip(near.a.tolist(), near.b.tolist())), evidence,
                                min_images=options.burst_images, ignored=ignored)
     near_level = np.maximum(level[near.a], level[near.b])
+    folder_path = lambda row: str(Path(folder) / table.paths[row])  # noqa: E731
     near = _looked_closer(score_pairs(near, evidence, near_level, calibration), evidence, near_level, calibration,
-                          folder, table, own, runner, options)
+                          own, runner, options, (folder_path, folder_path),
+                          (table.vectors[near.a], table.vectors[near.b]))
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
     if reference is not None:
@@ -264,7 +266,11 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
                                         Path(index_dir) / CATALOG, local.to_dict())
         evidence = discount_frames(list(zip(found.a.tolist(), found.b.tolist())), evidence, sides=("query",),
                                    ignored=ignored)
-        ref = score_pairs(found, evidence, level[found.a], calibration)
+        by_id = reference.catalog.embeddings_of(np.unique(found.b).tolist())
+        ref_vectors = np.stack([by_id[int(i)] for i in found.b]) if len(found.b) else table.vectors[:0]
+        ref = _looked_closer(score_pairs(found, evidence, level[found.a], calibration), evidence, level[found.a],
+                             calibration, own, runner, options, (folder_path, None),
+                             (table.vectors[found.a], ref_vectors))
         ref_paths = {i: REFERENCE_PREFIX + name for i, name in reference.names().items()}
     groups = _groups(table, infos, rep_of, reps, near, ref, ref_paths, options)
     pair_rows = [(link.path, link.linked_to, 1.0, True, "exact", 1.0, 0, 1.0) for g in groups for link in g.links
@@ -280,22 +286,28 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     return groups, pair_rows, len(failures), len(table.ids) + len(failures), verifier
 
 
-def _looked_closer(scored: Scored, evidence: list[dict], level: np.ndarray, calibration, folder, table: _Table,
-                   own: CopyIndex, runner, options: DedupOptions) -> Scored:
+def _looked_closer(scored: Scored, evidence: list[dict], level: np.ndarray, calibration, own: CopyIndex, runner,
+                   options: DedupOptions, paths: tuple, vectors: tuple[np.ndarray, np.ndarray]) -> Scored:
     """Pairs with a verified map that score below the act threshold, scored again with their best view: the
     content the inliers span on either image, cropped and embedded, against the other image's descriptor. A
     photo inside a screenshot, a meme or on a background has a global descriptor far from its own (the
-    region view `match` finds by its region search)."""
+    region view `match` finds by its region search).
+
+    paths: for the pairs' a and b sides, node -> image path, or None where that side is not cropped (a
+    reference index's images); vectors: (P, D) descriptors of each pair's a and of its b."""
     look = np.flatnonzero((scored.inliers >= options.min_inliers) & (scored.score < options.act_threshold))
     pair, side, boxes = content_crops(evidence, look)
+    croppable = np.array([paths[0] is not None, paths[1] is not None])
+    keep = croppable[side]
+    pair, side, boxes = pair[keep], side[keep], boxes[keep]
     if not len(pair):
         return scored
     p = scored.pairs
-    cropped, other = np.where(side == 0, p.a[pair], p.b[pair]), np.where(side == 0, p.b[pair], p.a[pair])
-    vectors = own.embed_crops([(str(Path(folder) / table.paths[r]), box) for r, box in zip(cropped, boxes)],
-                              runner)
+    cropped = np.where(side == 0, p.a[pair], p.b[pair])
+    crops = own.embed_crops([(paths[s](int(v)), box) for s, v, box in zip(side, cropped, boxes)], runner)
+    other = np.where((side == 0)[:, None], vectors[1][pair], vectors[0][pair])
     best = p.global_score.astype(np.float32)
-    np.maximum.at(best, pair, (vectors * table.vectors[other]).sum(axis=1))
+    np.maximum.at(best, pair, (crops * other).sum(axis=1))
     return score_pairs(p, evidence, level, calibration, best=best)
 
 

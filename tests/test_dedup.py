@@ -302,3 +302,28 @@ def test_a_photo_inside_a_screenshot_is_scored_by_its_content(tmp_path, monkeypa
     run(folder, tmp_path / "plain")
     without, _ = link_score(tmp_path / "plain")
     assert without < DedupOptions().act_threshold <= score
+
+
+def test_a_screenshot_of_a_reference_is_scored_by_its_content(tmp_path, monkeypatch):
+    """Against a reference index only the folder's side is cropped (the index keeps no image paths)."""
+    import copyscope.jobs.dedup as dedup_job
+
+    refs, folder = tmp_path / "refs", tmp_path / "photos"
+    _save(refs / "astronaut.png", data.astronaut())
+    _save(refs / "rocket.png", data.rocket())
+    _save(folder / "shot.jpg", _screenshot_of(data.astronaut(), 220), quality=85)
+    _save(folder / "coffee.jpg", data.coffee(), quality=90)
+    index_folder(refs, tmp_path / "index", SPEC, settings=SETTINGS, progress=False)
+
+    def link_score(out):
+        dedup_folder(folder, out, options=DedupOptions(), index_dir=tmp_path / "index", settings=SETTINGS,
+                     progress=False)
+        (row,) = [r for r in read_csv(out / "pairs.csv") if {r["a"], r["b"]} == {"shot.jpg", "index:astronaut"}]
+        return float(row["score"]), json.loads((out / "groups.json").read_text())
+
+    score, groups = link_score(tmp_path / "out")
+    assert score >= DedupOptions().act_threshold
+    assert groups == [["index:astronaut", "shot.jpg"]]
+    monkeypatch.setattr(dedup_job, "_looked_closer", lambda scored, *args: scored)
+    without, _ = link_score(tmp_path / "plain")
+    assert without < DedupOptions().act_threshold <= score

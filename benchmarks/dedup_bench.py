@@ -18,6 +18,9 @@ do not overlap (both written, the photo not); and a quarter of the planted copie
 random template instead of their own edits (still copies of their photo). The predicted pairs that
 fall inside one template or one crop pair are counted apart ("false_pairs_by_case"). --half tune|holdout
 uses only that half of the photos (benchmarks/halves.py), so a threshold tuned here never sees the other.
+--against-index indexes the photos written whole (the folder's photos/) as references and dedups the rest
+(incoming/) against them with `dedup --index`, as an upload backlog against a library: an original is then
+`index:<its id>` in the groups, and the peer is not run.
 """
 
 from __future__ import annotations
@@ -149,12 +152,31 @@ def timed(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]
     return proc, time.perf_counter() - start
 
 
-def run_copyscope(folder: Path, out: Path, args) -> tuple[list, float]:
+def run_copyscope(folder: Path, out: Path, args, *extra: str) -> tuple[list, float]:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "copyscope.jobs.cli", "dedup", str(folder), "--out", str(out), "--model", args.model,
-           "--quiet", "--device", "cpu", *(["--threshold", str(args.threshold)] if args.threshold is not None else [])]
+           "--quiet", "--device", "cpu", *(["--threshold", str(args.threshold)] if args.threshold is not None else []),
+           *extra]
     _, seconds = timed(cmd, cwd=ROOT)
     return json.loads((out / "groups.json").read_text()), seconds
+
+
+def against_index(folder: Path, work: Path, args, planted: list[set[str]], hard: dict[str, set[str]]
+                  ) -> tuple[list, float, list[set[str]], dict[str, set[str]]]:
+    """Index folder/photos, dedup folder/incoming with --index -> (groups, dedup seconds, planted and hard cases
+    named as that dedup names them: "index:<id>" for a photo, paths relative to incoming/ for the rest)."""
+    index = work / "photos_index"
+    shutil.rmtree(index, ignore_errors=True)
+    timed([sys.executable, "-m", "copyscope.jobs.cli", "index", str(folder / "photos"), "--out", str(index),
+           "--model", args.model, "--quiet"], cwd=ROOT)
+    groups, seconds = run_copyscope(folder / "incoming", work / "out", args, "--index", str(index))
+
+    def renamed(path: str) -> str:
+        top, rest = path.split("/", 1)
+        return "index:" + os.path.splitext(rest)[0] if top == "photos" else rest
+
+    return (groups, seconds, [{renamed(p) for p in g} for g in planted],
+            {case: {renamed(p) for p in g} for case, g in hard.items()})
 
 
 def run_immaculate(folder: Path, args) -> tuple[list, float]:
@@ -192,6 +214,7 @@ def main() -> None:
     p.add_argument("--model", default="sscd")
     p.add_argument("--threshold", type=float, default=None, help="copyscope's --threshold (default: its own)")
     p.add_argument("--immaculate", default=shutil.which("immaculate"), help="the peer's executable (none: skip)")
+    p.add_argument("--against-index", action="store_true", help="dedup incoming/ against an index of photos/")
     p.add_argument("--peer-method", default="sscd")
     args = p.parse_args()
     work = Path(args.work)
@@ -204,12 +227,16 @@ def main() -> None:
     (work / "hard_cases.json").write_text(json.dumps({k: sorted(g) for k, g in hard.items()}, indent=1))
     print(f"folder: {files} files, {len(planted)} planted groups, {len(pairs_of(planted))} planted pairs, "
           f"{len(hard)} hard cases")
-    groups, seconds = run_copyscope(folder, work / "out", args)
+    if args.against_index:
+        groups, seconds, planted, hard = against_index(folder, work, args, planted, hard)
+        files = len(list_images(folder / "incoming").entries)
+    else:
+        groups, seconds = run_copyscope(folder, work / "out", args)
     results = {"copyscope": {"seconds": round(seconds, 2), "files_per_s": round(files / seconds, 2),
                              **precision_recall(groups, planted, hard)}}
     results["copyscope"]["link_sweep"] = link_sweep(work / "out" / "pairs.csv", planted)
     print(json.dumps(results, indent=2), flush=True)
-    if args.immaculate:
+    if args.immaculate and not args.against_index:
         groups, seconds = run_immaculate(folder, args)
         results[f"immaculate --method {args.peer_method}"] = {
             "seconds": round(seconds, 2), "files_per_s": round(files / seconds, 2),

@@ -28,7 +28,7 @@ demo:
 	RAY_AUTH_MODE=disabled $(BIN)/copyscope demo --out copyscope-demo
 
 test:
-	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q tests
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q --durations=15 tests
 
 bench:
 	$(BIN)/python benchmarks/throughput.py ../shared/photos

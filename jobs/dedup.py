@@ -252,10 +252,9 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     evidence = discount_frames(list(zip(near.a.tolist(), near.b.tolist())), evidence,
                                min_images=options.burst_images, ignored=ignored)
     near_level = np.maximum(level[near.a], level[near.b])
-    folder_path = lambda row: str(Path(folder) / table.paths[row])  # noqa: E731
+    folder_side = (lambda row: str(Path(folder) / table.paths[row]), lambda rows: table.vectors[rows])
     near = _looked_closer(score_pairs(near, evidence, near_level, calibration), evidence, near_level, calibration,
-                          own, runner, options, (folder_path, folder_path),
-                          (table.vectors[near.a], table.vectors[near.b]))
+                          own, runner, options, (folder_side, folder_side))
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
     if reference is not None:
@@ -266,11 +265,9 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
                                         Path(index_dir) / CATALOG, local.to_dict())
         evidence = discount_frames(list(zip(found.a.tolist(), found.b.tolist())), evidence, sides=("query",),
                                    ignored=ignored)
-        by_id = reference.catalog.embeddings_of(np.unique(found.b).tolist())
-        ref_vectors = np.stack([by_id[int(i)] for i in found.b]) if len(found.b) else table.vectors[:0]
+        reference_side = (None, lambda ids: _stacked(reference.catalog.embeddings_of(ids.tolist()), ids))
         ref = _looked_closer(score_pairs(found, evidence, level[found.a], calibration), evidence, level[found.a],
-                             calibration, own, runner, options, (folder_path, None),
-                             (table.vectors[found.a], ref_vectors))
+                             calibration, own, runner, options, (folder_side, reference_side))
         ref_paths = {i: REFERENCE_PREFIX + name for i, name in reference.names().items()}
     groups = _groups(table, infos, rep_of, reps, near, ref, ref_paths, options)
     pair_rows = [(link.path, link.linked_to, 1.0, True, "exact", 1.0, 0, 1.0) for g in groups for link in g.links
@@ -287,28 +284,35 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
 
 
 def _looked_closer(scored: Scored, evidence: list[dict], level: np.ndarray, calibration, own: CopyIndex, runner,
-                   options: DedupOptions, paths: tuple, vectors: tuple[np.ndarray, np.ndarray]) -> Scored:
+                   options: DedupOptions, sides: tuple[tuple, tuple]) -> Scored:
     """Pairs with a verified map that score below the act threshold, scored again with their best view: the
     content the inliers span on either image, cropped and embedded, against the other image's descriptor. A
     photo inside a screenshot, a meme or on a background has a global descriptor far from its own (the
     region view `match` finds by its region search).
 
-    paths: for the pairs' a and b sides, node -> image path, or None where that side is not cropped (a
-    reference index's images); vectors: (P, D) descriptors of each pair's a and of its b."""
+    sides: for the pairs' a and b, (node -> image path, or None where that side is not cropped: a reference
+    index's images; (N,) nodes -> (N, D) descriptors), read only for the pairs looked at."""
     look = np.flatnonzero((scored.inliers >= options.min_inliers) & (scored.score < options.act_threshold))
     pair, side, boxes = content_crops(evidence, look)
-    croppable = np.array([paths[0] is not None, paths[1] is not None])
-    keep = croppable[side]
+    keep = np.array([path_of is not None for path_of, _ in sides])[side]
     pair, side, boxes = pair[keep], side[keep], boxes[keep]
     if not len(pair):
         return scored
     p = scored.pairs
-    cropped = np.where(side == 0, p.a[pair], p.b[pair])
-    crops = own.embed_crops([(paths[s](int(v)), box) for s, v, box in zip(side, cropped, boxes)], runner)
-    other = np.where((side == 0)[:, None], vectors[1][pair], vectors[0][pair])
+    cropped, facing = np.where(side == 0, p.a[pair], p.b[pair]), np.where(side == 0, p.b[pair], p.a[pair])
+    crops = own.embed_crops([(sides[s][0](int(v)), box) for s, v, box in zip(side, cropped, boxes)], runner)
+    other = np.empty_like(crops)
+    for s in (0, 1):  # the image facing a crop of side s is on side 1 - s
+        if (side == s).any():
+            other[side == s] = sides[1 - s][1](facing[side == s])
     best = p.global_score.astype(np.float32)
     np.maximum.at(best, pair, (crops * other).sum(axis=1))
     return score_pairs(p, evidence, level, calibration, best=best)
+
+
+def _stacked(by_id: dict[int, np.ndarray], ids: np.ndarray) -> np.ndarray:
+    """{id: (D,) vector} -> (N, D) the vectors of `ids`, in order."""
+    return np.stack([by_id[int(i)] for i in ids])
 
 
 def _ignored_points(table: _Table, reps: np.ndarray, own: CopyIndex, ignore: CopyIndex, runner,

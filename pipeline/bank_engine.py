@@ -40,7 +40,7 @@ from copyscope.pipeline.catalog import Reference
 from copyscope.pipeline.decode import DecodeError, image_size
 from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.index_files import is_index_dir
-from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.model_spec import ModelSpec, check_region_model, distinct_region_model
 from copyscope.pipeline.runners import LocalRunner
 from copyscope.pipeline.verify_stage import verify_stored
 
@@ -101,10 +101,11 @@ class BankEngine:
         try:
             db = Database.connect(db_url or default_url(data_dir))
             store = BankStore(db)
-            region = ModelSpec(region_model) if region_model not in (None, model) else None
-            if region is not None and region.build(num_threads=1).dim != ModelSpec(model).build(num_threads=1).dim:
-                raise UserError(f"region model {region_model!r} gives descriptors of another size than {model!r}")
-            wanted = {"model": ModelSpec(model).to_dict(), "local": local.to_dict() if local else None,
+            spec = ModelSpec(model)
+            region = distinct_region_model(spec, ModelSpec(region_model) if region_model else None)
+            if region is not None:  # before the database records it
+                check_region_model(spec.build(num_threads=1), region)
+            wanted = {"model": spec.to_dict(), "local": local.to_dict() if local else None,
                       "region_model": region.to_dict() if region else None}
             settings = store.claim_setting(ENGINE_SETTINGS, wanted)
             index = _open_cache(data_dir / "index", settings, without_password(db.url))
@@ -319,8 +320,7 @@ def _open_cache(index_dir: Path, settings: dict, db_name: str) -> CopyIndex:
     if any(index.manifest.get(k) != settings.get(k) for k in ("model", "local", "region_model")):
         index.close()
         raise UserError(f"{index_dir} was built for another model, region model or local features than the database "
-                        f"{db_name} "
-                        f"records ({settings}); it is only a cache: delete it, or use another --data")
+                        f"{db_name} records ({settings}); it is only a cache: delete it, or use another --data")
     return index
 
 

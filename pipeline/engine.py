@@ -40,7 +40,7 @@ from copyscope.pipeline.files import file_stamp
 from copyscope.pipeline.index_files import (
     CATALOG, FAISS_FILE, is_index_dir, load_faiss, load_trained, read_manifest, save_faiss, write_manifest,
 )
-from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.model_spec import ModelSpec, check_region_model, distinct_region_model
 from copyscope.pipeline.runners import LocalRunner
 from copyscope.pipeline.stages import PrepareOptions, row_local_features
 from copyscope.pipeline.verify_stage import verify_through
@@ -116,14 +116,14 @@ class CopyIndex:
             raise UserError(f"{directory} already holds an index (or the catalog of one whose manifest is lost): "
                             "open it, or choose another folder")
         local_dict = local.to_dict() if local else None
-        region = None if region_model == spec else region_model
+        region = distinct_region_model(spec, region_model)
         region_name = region.name if region else None
         calibration = calibration or packaged_calibration(spec.name, local_dict, region_name)
         if calibration is not None:
             calibration.check(spec.name, local_dict, calibration.score_norm, FEATURES, region_name)
         descriptor = spec.build(num_threads=1)
-        if region is not None and region.build(num_threads=1).dim != descriptor.dim:
-            raise UserError(f"region model {region.name!r} gives descriptors of another size than {spec.name!r}")
+        if region is not None:
+            check_region_model(descriptor, region)
         manifest = {"model": spec.to_dict(), "region_model": region.to_dict() if region else None,
                     "descriptor": descriptor.spec(), "local": local_dict,
                     "pixel_hash": pixel_hash, "index_type": index_type,
@@ -160,10 +160,10 @@ class CopyIndex:
             return cls.create(directory, spec, **create_options)
         engine = cls.open(directory)
         local = create_options.get("local", LocalSpec())
-        region = create_options.get("region_model")
+        region = distinct_region_model(spec, create_options.get("region_model"))
         wanted = {"model": spec.to_dict(), "local": local.to_dict() if local else None,
                   "index_type": create_options.get("index_type", "flat"),
-                  "region_model": None if region in (None, spec) else region.to_dict()}
+                  "region_model": region.to_dict() if region else None}
         for key, value in wanted.items():
             if engine.manifest.get(key) != value:  # an index made before region models has none: the model's
                 raise UserError(f"{directory} was built with {key} {engine.manifest.get(key)!r}, not {value!r}: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from copyscope.descriptors import Descriptor, create_descriptor, descriptor_backend
+from copyscope.descriptors.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -32,5 +33,15 @@ def region_model_choice(text: str, spec: ModelSpec) -> ModelSpec | None:
     if text == "same":
         return None
     descriptor_backend(text)
-    region = ModelSpec(text)
+    return distinct_region_model(spec, ModelSpec(text))
+
+
+def distinct_region_model(spec: ModelSpec, region: ModelSpec | None) -> ModelSpec | None:
+    """The region model an index of `spec` records: None when it is `spec` itself."""
     return None if region == spec else region
+
+
+def check_region_model(model: Descriptor, region: ModelSpec) -> None:
+    """UserError unless `region` gives descriptors of the size of the built `model`'s."""
+    if region.build(num_threads=1).dim != model.dim:
+        raise UserError(f"region model {region.name!r} gives descriptors of another size than {model.name!r}")

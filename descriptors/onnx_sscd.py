@@ -45,6 +45,9 @@ class OnnxDescriptor(Descriptor):
         if num_threads:
             opts.intra_op_num_threads = num_threads
             opts.inter_op_num_threads = 1
+        # onnxruntime's idle threads spin for a while after each run, taking the cores from whatever runs next in
+        # this process (RootSIFT, FAISS, verification): benchmarks/single_match.py, p50 290 -> 250 ms without.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(model_path), opts, providers=onnx_providers(device))
         self.input_name = self.session.get_inputs()[0].name
 

@@ -58,6 +58,14 @@ def test_sscd_onnx_models_tell_copies_from_other_photos(name):
     assert sims[0, 0] > 0.5 and sims[1, 1] > 0.5 and np.delete(sims[0], 0).max() < 0.3
 
 
+def test_onnx_threads_do_not_spin_between_runs():
+    """Idle onnxruntime threads would take the cores from RootSIFT, FAISS and verification in between."""
+    model = create_descriptor("sscd_distilled", num_threads=2)
+    options = model.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+
+
 def test_batching_by_size_matches_one_by_one():
     model = create_descriptor("sscd_distilled", num_threads=1)
     model.max_batch = 2

@@ -22,23 +22,23 @@ work, so latency under N clients is about N times the baseline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from multiprocessing import Pool
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
 
 import httpx
 import numpy as np
 
+from copyscope.jobs.serve_process import ServeProcess
 from copyscope.pipeline.augment import apply_chain, sample_chain
 from copyscope.pipeline.augment.stage import encode_jpeg
 from copyscope.pipeline.decode import decode_image
@@ -154,47 +154,24 @@ def import_bank(work: Path, items: int, db: str | None) -> None:
 
 
 # ---------------------------------------------------------------- the server
-class Server:
-    """`copyscope serve` in a subprocess, ready when /readyz says so; SIGTERM (then kill) on exit."""
-
-    def __init__(self, data: Path, db: str | None, port: int, log: Path):
-        self.port = port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        cmd = [sys.executable, "-m", "copyscope.jobs.cli", "serve", "--data", str(data), "--port", str(self.port),
-               "--log-level", "warning", *(["--db", db] if db else [])]
-        with open(log, "w") as f:
-            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=ENV)
-
-    def __enter__(self) -> Self:
-        start = time.perf_counter()
-        while time.perf_counter() - start < 600:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the server exited ({self.proc.returncode}): {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    print(f"server ready on port {self.port} in {time.perf_counter() - start:.0f} s", flush=True)
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.__exit__()
-        raise SystemExit(f"the server was not ready in 600 s: {self.log.read_text()[-3000:]}")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.send_signal(signal.SIGTERM)
+@contextlib.contextmanager
+def serving(data: Path, db: str | None, port: int, log: Path) -> Iterator[ServeProcess]:
+    """`copyscope serve` in a subprocess (its log in `log`) once /readyz says so; SIGTERM (then kill) on exit."""
+    log.unlink(missing_ok=True)
+    server = ServeProcess(data, db, log=log, port=port, env=ENV)
+    start = time.perf_counter()
+    try:
+        server.start(timeout=600)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from e
+    print(f"server ready on port {server.port} in {time.perf_counter() - start:.0f} s", flush=True)
+    try:
+        yield server
+    finally:
         try:
-            self.proc.wait(timeout=60)
+            server.stop()
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
             print("the server did not stop in 60 s after SIGTERM: killed", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- load
@@ -302,7 +279,7 @@ def main() -> None:
               db=args.db).stdout.strip()
     queries = [(q.stem, q.read_bytes()) for q in sorted((work / "queries").iterdir())]
     adds = [(Path(path).stem, Path(path).read_bytes()) for path, _, _ in pool]
-    with Server(data, args.db, args.port, work / "server.log") as server:
+    with serving(data, args.db, args.port, work / "server.log") as server:
         load = Load(server.url, key, queries, adds)
         with httpx.Client(base_url=server.url, headers=load.headers, timeout=120) as client:
             before = bank_size(client)

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from tests.serve_process import Servers, command, create_key, environment
+from copyscope.jobs.serve_process import command
+from tests.serve_process import Servers, create_key, environment
 
 BASES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 PROBES = ("astronaut", "coffee")

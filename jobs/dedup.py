@@ -219,7 +219,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     spec, local = _model_of(spec, local, reference, index_dir)
     # crops of the closer look are region views: embedded by the model the calibration was fitted with
     region = reference.region_spec if reference is not None else None
-    fitted = _calibration_of(spec, local, region, reference, calibration)  # before any image is embedded
+    fitted = _calibration_of(spec, local, reference, calibration)  # before any image is embedded
     ignore = CopyIndex.open(ignore_dir) if ignore_dir is not None else None
     if ignore is not None:
         ignore.check_ignore_for(spec, local.to_dict())
@@ -336,18 +336,17 @@ def _stored_verifier(catalog, ids: dict[str, int], spec: LocalSpec) -> Callable[
     return verify
 
 
-def _calibration_of(spec: ModelSpec, local: LocalSpec, region: ModelSpec | None, reference: CopyIndex | None,
+def _calibration_of(spec: ModelSpec, local: LocalSpec, reference: CopyIndex | None,
                     given: FittedCalibration | None) -> FittedCalibration:
-    """The calibration that scores pairs: the reference index's, else the one given, else the packaged one.
-    region: the model that embeds region views (None: `spec`)."""
+    """The calibration that scores pairs: the reference index's (fitted for its region model too), else the one
+    given, else the packaged one (a folder's own index embeds region views by `spec`)."""
     if reference is not None:
         return reference.calibration_for(RerankOptions())
-    region_name = region.name if region else None
-    fitted = given or packaged_calibration(spec.name, local.to_dict(), region_name)
+    fitted = given or packaged_calibration(spec.name, local.to_dict())
     if fitted is None:
         raise UserError(f"no calibration for model {spec.name!r} with these local features: fit one with "
                         "benchmarks/fit_calibration.py and pass it with --calibration")
-    fitted.check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES, region_name)
+    fitted.check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES)
     return fitted
 
 

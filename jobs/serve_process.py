@@ -1,9 +1,9 @@
 """`copyscope serve` in a subprocess on loopback: start it, wait until /readyz says its engine is in step with the
 database, stop it (SIGTERM) or kill it (SIGKILL: a crash). For scripts that drive a real server (the load
-benchmark, the multi-process tests).
+benchmark, the multi-process tests); the standard library only, so that it needs no client package.
 
     with ServeProcess(data_dir, db_url, log="serve.log") as server:   # killed on exit
-        httpx.get(f"{server.url}/readyz")
+        requests_to(server.url)
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-import httpx
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
 
 
 def free_port() -> int:
@@ -57,9 +58,10 @@ class ServeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"copyscope serve exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
+                with _DIRECT.open(f"{self.url}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:  # not listening yet, or 503 while the engine catches up (urllib's HTTPError)
                 pass
             time.sleep(0.1)
         self.kill()
@@ -87,9 +89,6 @@ class ServeProcess:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-    def client(self, key: str, timeout: float = 60) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
 
     def __enter__(self) -> ServeProcess:
         return self.start()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx
+
 from copyscope.jobs.serve_process import ServeProcess
 from copyscope.pipeline.bank_db import Database, default_url
 from copyscope.pipeline.bank_store import Actor, BankStore
@@ -32,15 +34,22 @@ def create_key(data: str | os.PathLike, db_url: str | None, role: str = "admin",
         db.close()
 
 
+class ServerUnderTest(ServeProcess):
+    """A ServeProcess with an authenticated client."""
+
+    def client(self, key: str, timeout: float = 60) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+
 class Servers:
     """Every ServeProcess of a test, killed by `kill_all` (a fixture's finalizer)."""
 
     def __init__(self, folder: Path):
         self.folder, self.started = folder, []
 
-    def __call__(self, data: str | os.PathLike, db_url: str | None = None) -> ServeProcess:
+    def __call__(self, data: str | os.PathLike, db_url: str | None = None) -> ServerUnderTest:
         """A new (not yet started) server over `data` / `db_url`, logging to FOLDER/serve-N.log."""
-        server = ServeProcess(data, db_url, log=self.folder / f"serve-{len(self.started)}.log", env=environment())
+        server = ServerUnderTest(data, db_url, log=self.folder / f"serve-{len(self.started)}.log", env=environment())
         self.started.append(server)
         return server
 

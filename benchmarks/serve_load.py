@@ -28,7 +28,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import threading
 import time
 from multiprocessing import Pool
@@ -38,7 +37,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from copyscope.jobs.serve_process import ServeProcess
+from copyscope.jobs.serve_process import ServeProcess, command
 from copyscope.pipeline.augment import apply_chain, sample_chain
 from copyscope.pipeline.augment.stage import encode_jpeg
 from copyscope.pipeline.decode import decode_image
@@ -119,7 +118,7 @@ def add_jobs(work: Path, fillers: list[str], first: int, n: int, seed: int) -> l
 
 # ---------------------------------------------------------------- the bank
 def cli(*args: str, db: str | None, capture: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "copyscope.jobs.cli", *args, *(["--db", db] if db else [])]
+    cmd = command(*args, *(["--db", db] if db else []))
     done = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else None,
                           text=True, env=ENV)
     if done.returncode:

@@ -6,8 +6,11 @@ FAISS's HNSW cannot remove a node, so a removed HNSW id becomes a tombstone, fil
 time by an `IDSelector` (results stay exact k), and the graph is rebuilt from the live vectors once
 tombstones pass `IndexParams.rebuild_share` of the index.
 
+An index may carry a `Whitening` (matching.whitening): every vector added and every query searched is
+whitened by it first, so callers always pass raw descriptors and scores are cosines in the whitened space.
+
 Persistence is the caller's: `serialize` / `deserialize` give the index as bytes (pipeline.index_files
-writes them atomically with a verified manifest).
+writes them atomically with a verified manifest, and the whitening beside them).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import faiss
 import numpy as np
 
 from copyscope.descriptors.errors import UserError
+from copyscope.matching.whitening import Whitening
 
 INDEX_TYPES = ("flat", "ivfpq", "hnsw")
 _MIN_POINTS_PER_CENTROID = 39  # below this faiss k-means warns that training is too thin
@@ -101,22 +105,27 @@ def new_faiss_index(d: int, index_type: str, params: IndexParams) -> faiss.Index
 
 
 class SearchIndex:
-    """A faiss index of (N, D) vectors, each with a stable int64 id; add, remove and search in place."""
+    """A faiss index of (N, D) vectors, each with a stable int64 id; add, remove and search in place.
+    whitening: applied to every vector added and every query (None: vectors are stored as given)."""
 
     def __init__(self, index: faiss.Index, *, index_type: str, params: IndexParams,
-                 tombstones: Sequence[int] | np.ndarray = (), use_gpu: bool = False):
+                 tombstones: Sequence[int] | np.ndarray = (), use_gpu: bool = False,
+                 whitening: Whitening | None = None):
         if index_type not in INDEX_TYPES:
             raise ValueError(f"unknown index_type {index_type!r}; known: {', '.join(INDEX_TYPES)}")
         _check_gpu(use_gpu)
         self.index, self.index_type, self.params, self.use_gpu = index, index_type, params, use_gpu
+        self.whitening = whitening
         self.tombstones = {int(t) for t in tombstones}
         self._apply_search_params()
         self._gpu: faiss.Index | None = None
 
     @classmethod
     def build(cls, vectors: np.ndarray, ids: Sequence[int] | np.ndarray | None = None, index_type: str = "flat",
-              params: IndexParams | None = None, use_gpu: bool = False) -> SearchIndex:
-        """(N, D) float32 vectors + N int64 ids (default 0..N-1) -> SearchIndex (ivfpq trained on them)."""
+              params: IndexParams | None = None, use_gpu: bool = False,
+              whitening: Whitening | None = None) -> SearchIndex:
+        """(N, D) float32 vectors + N int64 ids (default 0..N-1) -> SearchIndex (ivfpq trained on them, whitened
+        by `whitening` when given)."""
         x = _as_matrix(vectors, "vectors")
         ids = np.arange(len(x), dtype=np.int64) if ids is None else _as_ids(ids, len(x))
         if index_type == "ivfpq" and len(x) == 0:
@@ -124,8 +133,8 @@ class SearchIndex:
         p = (params or IndexParams()).resolve(len(x), x.shape[1], index_type)
         index = new_faiss_index(x.shape[1], index_type, p)
         if not index.is_trained:
-            index.train(x)
-        out = cls(index, index_type=index_type, params=p, use_gpu=use_gpu)
+            index.train(whitening(x) if whitening is not None else x)
+        out = cls(index, index_type=index_type, params=p, use_gpu=use_gpu, whitening=whitening)
         out.add(x, ids)
         return out
 
@@ -161,7 +170,7 @@ class SearchIndex:
         if back:  # an HNSW node cannot be revived in place: rebuild without the old copies first
             self.tombstones -= set(back)
             self._rebuild(drop=np.asarray(back, np.int64))
-        self.index.add_with_ids(x, a)
+        self.index.add_with_ids(self._whitened(x), a)
         self._gpu = None
 
     def remove(self, ids: Sequence[int] | np.ndarray) -> int:
@@ -224,6 +233,7 @@ class SearchIndex:
             raise ValueError(f"queries have dimension {q.shape[1]}, the index has {self.dim}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        q = self._whitened(q)
         kk = min(k, len(self))
         scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
         ids = np.full((len(q), kk), -1, dtype=np.int64)
@@ -234,6 +244,9 @@ class SearchIndex:
             scores[start:start + len(s)] = np.where(i >= 0, s, -np.inf)
             ids[start:start + len(i)] = i
         return scores, ids
+
+    def _whitened(self, x: np.ndarray) -> np.ndarray:
+        return x if self.whitening is None else np.ascontiguousarray(self.whitening(x))
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.tombstones:
@@ -265,6 +278,9 @@ class SearchIndex:
 
     @classmethod
     def deserialize(cls, data: np.ndarray, *, index_type: str, params: IndexParams,
-                    tombstones: Sequence[int] = (), use_gpu: bool = False) -> SearchIndex:
+                    tombstones: Sequence[int] = (), use_gpu: bool = False,
+                    whitening: Whitening | None = None) -> SearchIndex:
+        """The index `serialize` gave; `whitening`: the one it was built with (its vectors are stored whitened)."""
         index = faiss.deserialize_index(np.ascontiguousarray(data, np.uint8))
-        return cls(index, index_type=index_type, params=params, tombstones=tombstones, use_gpu=use_gpu)
+        return cls(index, index_type=index_type, params=params, tombstones=tombstones, use_gpu=use_gpu,
+                   whitening=whitening)

@@ -95,7 +95,8 @@ class FittedCalibration:
     settings (method, max_side, max_keypoints, ...). score_norm: how global scores were normalised.
     reverse: the calibration of "the reference contains the query" over the same features (None: the
     main calibration with the roles swapped). region_model: the descriptor that embedded the query's region
-    views (None: `model` itself).
+    views (None: `model` itself). whitening: the WhiteningSpec dict of the index whose scores it was fitted on
+    (matching.whitening; None: raw descriptors).
     """
 
     calibration: Calibration
@@ -105,14 +106,15 @@ class FittedCalibration:
     score_norm: str
     reverse: Calibration | None = None
     region_model: str | None = None
+    whitening: dict | None = None
 
     def check(self, model: str, local: dict | None, score_norm: str, features: tuple[str, ...],
-              region_model: str | None = None) -> None:
+              region_model: str | None = None, whitening: dict | None = None) -> None:
         """Raise CalibrationMismatch unless this calibration was fitted for exactly these settings."""
         wanted = {"model": model, "local": local, "score normalisation": score_norm, "features": tuple(features),
-                  "region model": region_model}
+                  "region model": region_model, "whitening": whitening}
         fitted = {"model": self.model, "local": self.local, "score normalisation": self.score_norm,
-                  "features": tuple(self.features), "region model": self.region_model}
+                  "features": tuple(self.features), "region model": self.region_model, "whitening": self.whitening}
         wrong = [k for k in wanted if wanted[k] != fitted[k]]
         if wrong:
             detail = "; ".join(f"{k}: fitted for {fitted[k]!r}, used with {wanted[k]!r}" for k in wrong)
@@ -129,6 +131,8 @@ class FittedCalibration:
             out |= {"reverse_weights": list(self.reverse.weights), "reverse_bias": self.reverse.bias}
         if self.region_model is not None:
             out["region_model"] = self.region_model
+        if self.whitening is not None:
+            out["whitening"] = self.whitening
         return out
 
     @classmethod
@@ -138,9 +142,10 @@ class FittedCalibration:
             if "reverse_weights" in d:
                 reverse = Calibration(tuple(float(w) for w in d["reverse_weights"]), float(d["reverse_bias"]))
             region_model = str(d["region_model"]) if d.get("region_model") is not None else None
+            whitening = dict(d["whitening"]) if d.get("whitening") is not None else None
             return cls(Calibration(tuple(float(w) for w in d["weights"]), float(d["bias"])), tuple(d["features"]),
                        str(d["model"]), dict(d["local"]) if d["local"] else {}, str(d["score_norm"]), reverse,
-                       region_model)
+                       region_model, whitening)
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"not a calibration record ({e!r}): expected weights, bias, features, model, local, "
-                            "score_norm (and optionally reverse_weights, reverse_bias, region_model)") from e
+                            "score_norm (and optionally reverse_weights, reverse_bias, region_model, whitening)") from e

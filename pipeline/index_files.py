@@ -4,6 +4,8 @@
                    params asked for, calibration, versions, and "faiss": size + sha256 of index.faiss, the
                    catalog generation it reflects, its resolved params and HNSW tombstones. Written last.
     index.faiss    faiss.serialize_index of the SearchIndex, written atomically before the manifest.
+    whitening.npz  the SearchIndex's whitening (matching.whitening), when it has one: its vectors are stored
+                   whitened by it, so the faiss record names it (size + sha256) and the two load together.
 
 A manifest whose faiss record does not match index.faiss (an interrupted save, an edited file) or names an
 older catalog generation means the FAISS index is stale: the engine rebuilds it from the catalog.
@@ -12,6 +14,7 @@ older catalog generation means the FAISS index is stale: the engine rebuilds it 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -22,10 +25,11 @@ import numpy as np
 
 from copyscope.descriptors.errors import UserError
 from copyscope.matching.index import IndexParams, SearchIndex
+from copyscope.matching.whitening import Whitening
 from copyscope.pipeline.atomic import atomic_write
 
 MANIFEST_FORMAT = 2
-MANIFEST, FAISS_FILE, CATALOG = "manifest.json", "index.faiss", "catalog.sqlite"
+MANIFEST, FAISS_FILE, CATALOG, WHITENING_FILE = "manifest.json", "index.faiss", "catalog.sqlite", "whitening.npz"
 
 
 class IndexCorruptError(UserError):
@@ -71,24 +75,40 @@ def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> No
 
 
 def save_faiss(directory: str | os.PathLike, index: SearchIndex, generation: int) -> dict[str, Any]:
-    """Write index.faiss atomically -> its manifest record (size, sha256, generation, tombstones)."""
+    """Write index.faiss (and whitening.npz) atomically -> its manifest record (size, sha256, generation,
+    tombstones, and the whitening file's size and sha256)."""
     path = Path(directory) / FAISS_FILE
     with atomic_write(path) as f:
         f.write(index.serialize().tobytes())
-    return file_record(path) | {"generation": generation, "tombstones": sorted(index.tombstones)}
+    record = file_record(path) | {"generation": generation, "tombstones": sorted(index.tombstones)}
+    if index.whitening is not None:
+        with atomic_write(Path(directory) / WHITENING_FILE) as f:
+            np.savez(f, **index.whitening.to_arrays())
+        record["whitening"] = file_record(Path(directory) / WHITENING_FILE)
+    return record
+
+
+def _whole(path: Path, record: dict[str, Any]) -> bytes | None:
+    """The file's bytes when it matches its {size, sha256} record, else None."""
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    return data if len(data) == record["size"] and hashlib.sha256(data).hexdigest() == record["sha256"] else None
 
 
 def _saved_index(directory: str | os.PathLike, manifest: dict[str, Any], **options) -> SearchIndex | None:
     """index.faiss as its manifest record describes it (read once, its sha256 checked), or None when it is
     missing or does not match (an interrupted save, an edited file)."""
-    record, path = manifest["faiss"], Path(directory) / FAISS_FILE
-    if not record or not path.is_file():
+    record = manifest["faiss"]
+    data = _whole(Path(directory) / FAISS_FILE, record) if record else None
+    if data is None:
         return None
-    data = path.read_bytes()
-    if len(data) != record["size"] or hashlib.sha256(data).hexdigest() != record["sha256"]:
+    whitening = load_whitening(directory, manifest)
+    if record.get("whitening") and whitening is None:
         return None
     return SearchIndex.deserialize(np.frombuffer(data, np.uint8), index_type=manifest["index_type"],
-                                   params=IndexParams(**record.get("params", manifest["params"])), **options)
+                                   params=IndexParams(**record.get("params", manifest["params"])),
+                                   whitening=whitening, **options)
 
 
 def load_faiss(directory: str | os.PathLike, manifest: dict[str, Any], generation: int,
@@ -98,6 +118,17 @@ def load_faiss(directory: str | os.PathLike, manifest: dict[str, Any], generatio
     if not record or record.get("generation") != generation:
         return None
     return _saved_index(directory, manifest, tombstones=record["tombstones"], use_gpu=use_gpu)
+
+
+def load_whitening(directory: str | os.PathLike, manifest: dict[str, Any]) -> Whitening | None:
+    """The whitening saved with index.faiss (also when the index is stale), None when none is whole."""
+    record = manifest["faiss"]
+    arrays = _whole(Path(directory) / WHITENING_FILE, record["whitening"]) if record and record.get("whitening") \
+        else None
+    if arrays is None:
+        return None
+    with np.load(io.BytesIO(arrays)) as z:
+        return Whitening.from_arrays(z)
 
 
 def load_trained(directory: str | os.PathLike, manifest: dict[str, Any]) -> SearchIndex | None:

@@ -103,7 +103,8 @@ def main() -> None:
         region = manifest.get("region_model")
         fitted = FittedCalibration(rounded(weights, bias), FEATURES, manifest["model"]["name"], manifest["local"],
                                    RerankOptions(score_norm=args.score_norm).calibrated_as,
-                                   rounded(reverse_weights, reverse_bias), region["name"] if region else None)
+                                   rounded(reverse_weights, reverse_bias), region["name"] if region else None,
+                                   manifest.get("whitening"))
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(fitted.to_dict(), f, indent=2)
         print(f"wrote {args.out}")

@@ -27,6 +27,7 @@ from halves import make_halves  # noqa: E402
 from copyscope.matching.local_features import LocalSpec  # noqa: E402
 from copyscope.matching.reranking import DEFAULT_NORM, FEATURES, PACKAGED_CALIBRATIONS  # noqa: E402
 from copyscope.matching.scoring import FittedCalibration  # noqa: E402
+from copyscope.matching.whitening import WhiteningSpec  # noqa: E402
 from copyscope.pipeline.model_spec import ModelSpec, region_model_choice  # noqa: E402
 
 TEMPLATES = ["--templates", "3"]  # 3 screenshot frames, 3 meme styles, 3 shared backgrounds, 20 photos each
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--full-local-features", action="store_true",
                         help="fit for references stored whole (LocalSpec.uncompressed), not the compact default")
     parser.add_argument("--region-model", default="same", help="`copyscope index --region-model` (default same)")
+    parser.add_argument("--whitening", default="collection", choices=("collection", "none"),
+                        help="fit for indexes that whiten by their references (default) or for raw descriptors")
     parser.add_argument("--no-holdout", action="store_true", help="fit only; do not report the held-out sets")
     args = parser.parse_args()
     local = LocalSpec.uncompressed() if args.full_local_features else LocalSpec()
@@ -78,10 +81,11 @@ def main() -> None:
     # Any weights serve for matching while fitting: the explain rows are all verified candidates.
     provisional = work / "provisional.json"
     start = PACKAGED_CALIBRATIONS[0]
+    whitening = WhiteningSpec().to_dict() if args.whitening == "collection" else None
     provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, local.to_dict(),
-                                                        DEFAULT_NORM, None, region.name if region else None
-                                                        ).to_dict()))
-    variant = f"_regions_{region.name}" if region else ""
+                                                        DEFAULT_NORM, None, region.name if region else None,
+                                                        whitening).to_dict()))
+    variant = (f"_regions_{region.name}" if region else "") + ("_raw" if whitening is None else "")
     sets = [explained(work, halves["tune"], *s, args.model, provisional, extra, variant) for s in TUNING]
     held = [] if args.no_holdout else [explained(work, halves["holdout"], *s, args.model, provisional, extra, variant)
                                        for s in HELD_OUT]

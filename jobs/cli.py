@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region-model", default="same",
                    help="model that embeds queries' region views: same (the index's model, default), or one of "
                         "the same descriptor space (sscd_distilled for sscd: matching twice as fast, less accurate)")
+    p.add_argument("--whitening", default="collection", choices=("collection", "none"),
+                   help="collection (default): whiten descriptors by the references' own covariance where a "
+                        "calibration was fitted for it, so templated content stops looking alike; none: raw")
     p.add_argument("--descriptors", default=None,
                    help="Parquet file or folder of precomputed embeddings (columns id, embedding) instead of images")
     _embed_args(p)
@@ -247,7 +250,8 @@ def run_index(args) -> dict:
     summary = index_folder(args.ref_dir, args.out, spec, index_type=args.index_type, index_params=IndexParams(),
                            settings=_settings(args, device), calibration=_read_calibration(args.calibration),
                            local=_local_spec(args), region_model=region_model_choice(args.region_model, spec),
-                           ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet)
+                           ray_address=args.ray_address, use_ray=_use_ray(args), progress=not args.quiet,
+                           whitening=args.whitening == "collection")
     return asdict(summary)
 
 

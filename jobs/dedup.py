@@ -258,7 +258,7 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
     if reference is not None:
-        found, _ = knn_pairs(table.vectors[reps], reference.search_index(), options.k, options.floor,
+        found, _ = knn_pairs(table.vectors[reps], _raw_search(reference), options.k, options.floor,
                              self_join=False)
         found = Pairs(reps[found.a], found.b, found.global_score)
         evidence = verify_catalog_pairs(runner, own.catalog, table.catalog_ids[found.a], found.b,
@@ -336,17 +336,37 @@ def _stored_verifier(catalog, ids: dict[str, int], spec: LocalSpec) -> Callable[
     return verify
 
 
+def _raw_search(reference: CopyIndex) -> SearchIndex:
+    """The reference index's FAISS index, or a flat copy of its raw descriptors when it whitens them: a dedup
+    scores raw descriptors (its pairs lie within the folder as much as across)."""
+    search = reference.search_index()
+    if search is None or search.whitening is None:
+        return search
+    ids, vectors = reference.catalog.embeddings(reference.dim)
+    return SearchIndex.build(vectors, ids)
+
+
 def _calibration_of(spec: ModelSpec, local: LocalSpec, reference: CopyIndex | None,
                     given: FittedCalibration | None) -> FittedCalibration:
-    """The calibration that scores pairs: the reference index's (fitted for its region model too), else the one
-    given, else the packaged one (a folder's own index embeds region views by `spec`)."""
+    """The calibration that scores pairs, fitted on raw descriptors: the reference index's (fitted for its region
+    model too; the packaged one for its settings when it whitens), else the one given, else the packaged one (a
+    folder's own index embeds region views by `spec`)."""
     if reference is not None:
-        return reference.calibration_for(RerankOptions())
+        fitted = reference.calibration_for(RerankOptions())
+        if fitted.whitening is None:
+            return fitted
+        region = reference.region_spec
+        given = packaged_calibration(spec.name, local.to_dict(), region.name if region else None)
+        if given is None:
+            raise UserError(f"index {reference.directory} whitens its descriptors and no calibration without "
+                            "whitening is packaged for its settings: dedup against an index made with "
+                            "`copyscope index --whitening none`")
+        return given
     fitted = given or packaged_calibration(spec.name, local.to_dict())
     if fitted is None:
         raise UserError(f"no calibration for model {spec.name!r} with these local features: fit one with "
                         "benchmarks/fit_calibration.py and pass it with --calibration")
-    fitted.check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES)
+    fitted.check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES)  # raw: whitening None
     return fitted
 
 

@@ -66,6 +66,7 @@ def index_folder(
     pixel_hash: bool = False,
     runner=None,
     region_model: ModelSpec | None = None,
+    whitening: bool = True,
 ) -> IndexSummary:
     """Make `out_dir` index exactly the images under `ref_dir` (see the module doc).
 
@@ -74,12 +75,14 @@ def index_folder(
     committed batch (a crash hook for tests). pixel_hash: also store a digest of each image's pixels.
     runner: a runner of the caller's (pipeline.runners) to embed with, so a job that goes on to verify keeps
     one pool of actors (default: chosen here by the amount of work). region_model: what embeds the region
-    views of queries matched against it (CopyIndex.create).
+    views of queries matched against it (CopyIndex.create). whitening: of a new index, whiten by its
+    references where a calibration was fitted for it (CopyIndex.create).
     """
     start = time.perf_counter()
     listing = list_images(ref_dir)
     engine = CopyIndex.open_or_create(out_dir, spec, local=local, index_type=index_type, params=index_params,
-                                      calibration=calibration, pixel_hash=pixel_hash, region_model=region_model)
+                                      calibration=calibration, pixel_hash=pixel_hash, region_model=region_model,
+                                      whitening=whitening)
     if calibration is not None:
         engine.set_calibration(calibration)
     paths = dict(listing.entries)
@@ -93,6 +96,8 @@ def index_folder(
                                                                                use_ray)
         with chosen as embedding, tqdm(total=len(todo), desc="index", unit="img", disable=not progress) as bar:
             engine.add_images(todo, embedding, stamps=stamps, on_batch=on_batch, progress=bar.update)
+    if todo or removed:
+        engine.refit_whitening()  # fitted on the references as they are now: equal to a fresh index of them
     failures = [Failure(relative_path(ref_dir, paths[n]), reason) for n, reason in engine.catalog.failures()]
     failures += [Failure(relative_path(ref_dir, f.path), f.reason) for f in listing.failures]
     write_failures_csv(Path(out_dir) / "failures.csv", failures)

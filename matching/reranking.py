@@ -17,6 +17,7 @@ from copyscope.matching.index import SearchIndex
 from copyscope.matching.local_features import LocalSpec
 from copyscope.matching.scoring import Calibration, FittedCalibration, normalise, stretch, tail_level
 from copyscope.matching.candidates import Candidates, QueryViews
+from copyscope.matching.whitening import WhiteningSpec
 
 RERANK_MODES = ("none", "verify", "full")
 SCORE_NORMS = ("stretch", "subtract")
@@ -27,8 +28,13 @@ FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_co
             "frame_share")
 # Fitted on the candidate pairs of two benchmarks built from the tuning half of ../shared/photos only (templated
 # content, look-alikes: benchmarks/fit_calibration.py, one run per entry); the README reports them on three
-# benchmarks of the held-out half. reverse: "the reference contains the query".
+# benchmarks of the held-out half. reverse: "the reference contains the query". The first is the default: sscd,
+# its index whitened by its references (matching.whitening); the others score raw descriptors.
 PACKAGED_CALIBRATIONS = (
+    FittedCalibration(Calibration(weights=(5.423, 16.457, -0.491, 6.230, -0.198, 1.115, -6.759), bias=-7.145),
+                      FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
+                      Calibration(weights=(8.747, -4.398, -0.470, 7.105, 2.770, -2.872, -6.719), bias=-6.509),
+                      None, WhiteningSpec().to_dict()),
     FittedCalibration(Calibration(weights=(-1.497, 13.099, -0.088, 4.827, 3.860, -1.474, -10.740), bias=-6.882),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
                       Calibration(weights=(7.290, -2.836, -0.361, 6.729, 2.550, -3.296, -6.600), bias=-6.738)),
@@ -45,10 +51,11 @@ PACKAGED_CALIBRATIONS = (
 )
 
 
-def packaged_calibration(model: str, local: dict | None, region_model: str | None = None) -> FittedCalibration | None:
-    """The calibration shipped for this model, local-feature setting and region model, or None."""
-    return next((c for c in PACKAGED_CALIBRATIONS
-                 if c.model == model and c.local == local and c.region_model == region_model), None)
+def packaged_calibration(model: str, local: dict | None, region_model: str | None = None,
+                         whitening: dict | None = None) -> FittedCalibration | None:
+    """The calibration shipped for this model, local-feature setting, region model and whitening, or None."""
+    return next((c for c in PACKAGED_CALIBRATIONS if c.model == model and c.local == local
+                 and c.region_model == region_model and c.whitening == whitening), None)
 
 
 DEFAULT_SETTLE = 0.99  # benchmarks/cascade.py

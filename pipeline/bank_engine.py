@@ -310,12 +310,14 @@ class BankEngine:
 
 def _open_cache(index_dir: Path, settings: dict, db_name: str) -> CopyIndex:
     """The data folder's index over the database's items, made with the models and local features it records
-    (a database made before region models records none: its model embeds the regions)."""
+    (a database made before region models records none: its model embeds the regions). Raw descriptors, not
+    whitened: a cache rebuilt from the database must answer exactly as the one it replaces, and a collection
+    whitening depends on the size the bank had when it was fitted (matching.whitening)."""
     region = settings.get("region_model")
     if not is_index_dir(index_dir):
         local = LocalSpec(**settings["local"]) if settings["local"] else None
         return CopyIndex.create(index_dir, ModelSpec.from_dict(settings["model"]), local=local,
-                                region_model=ModelSpec.from_dict(region) if region else None)
+                                region_model=ModelSpec.from_dict(region) if region else None, whitening=False)
     index = CopyIndex.open(index_dir)
     if any(index.manifest.get(k) != settings.get(k) for k in ("model", "local", "region_model")):
         index.close()

@@ -8,9 +8,11 @@
 
 INDEX_DIR holds catalog.sqlite (pipeline.catalog: every reference's id, name, file stamp, descriptor and
 packed local features: the source of truth), index.faiss (the FAISS index over the catalog, rebuilt from it
-when stale) and manifest.json (pipeline.index_files: model, preprocessing, local-feature settings, index
-type, calibration). Batch work goes through a runner (pipeline.runners): in process by default, on Ray
-when a job passes a RayRunner; matching one image in process starts no Ray.
+when stale), whitening.npz (the PCA whitening fitted on the references, matching.whitening, when the
+calibration was fitted for one: refitted when the catalog has grown or shrunk by a quarter) and manifest.json
+(pipeline.index_files: model, preprocessing, local-feature settings, index type, whitening, calibration).
+Batch work goes through a runner (pipeline.runners): in process by default, on Ray when a job passes a
+RayRunner; matching one image in process starts no Ray.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from copyscope.matching.reranking import (
 )
 from copyscope.matching.scoring import FittedCalibration
 from copyscope.matching.shared_frames import INLIERS, discount_frames, duplicate_groups, inlier_points
+from copyscope.matching.whitening import Whitening, WhiteningSpec, fit_whitening
 from copyscope.pipeline.catalog import Catalog, Change, Reference
 from copyscope.pipeline.failures import Failure
 from copyscope.pipeline.files import file_stamp
 from copyscope.pipeline.index_files import (
-    CATALOG, FAISS_FILE, is_index_dir, load_faiss, load_trained, read_manifest, save_faiss, write_manifest,
+    CATALOG, FAISS_FILE, is_index_dir, load_faiss, load_trained, load_whitening, read_manifest, save_faiss,
+    write_manifest,
 )
 from copyscope.pipeline.model_spec import ModelSpec, check_region_model, distinct_region_model
 from copyscope.pipeline.runners import LocalRunner
@@ -102,9 +106,11 @@ class CopyIndex:
     def create(cls, directory: str | os.PathLike, spec: ModelSpec = ModelSpec(), *,
                local: LocalSpec | None = LocalSpec(), index_type: str = "flat", params: IndexParams | None = None,
                calibration: FittedCalibration | None = None, pixel_hash: bool = False,
-               region_model: ModelSpec | None = None) -> CopyIndex:
+               region_model: ModelSpec | None = None, whitening: bool = True) -> CopyIndex:
         """A new, empty index directory (refuses one that holds an index already). calibration: default the
-        packaged one when it was fitted for this model, region model and local-feature setting, else none.
+        packaged one when it was fitted for this model, region model and local-feature setting (with the
+        default whitening when `whitening` and one was fitted for it, else without), else none. The index
+        whitens its descriptors as its calibration was fitted (none: raw descriptors).
         region_model: another model of the same descriptor space that embeds queries' region views (a
         distilled student: `sscd_distilled` for `sscd`), resized as the model resizes; None: the model itself."""
         if index_type not in INDEX_TYPES:
@@ -118,9 +124,12 @@ class CopyIndex:
         local_dict = local.to_dict() if local else None
         region = distinct_region_model(spec, region_model)
         region_name = region.name if region else None
-        calibration = calibration or packaged_calibration(spec.name, local_dict, region_name)
+        calibration = calibration or (whitening and packaged_calibration(
+            spec.name, local_dict, region_name, WhiteningSpec().to_dict())) or packaged_calibration(
+            spec.name, local_dict, region_name)
         if calibration is not None:
-            calibration.check(spec.name, local_dict, calibration.score_norm, FEATURES, region_name)
+            calibration.check(spec.name, local_dict, calibration.score_norm, FEATURES, region_name,
+                              calibration.whitening)
         descriptor = spec.build(num_threads=1)
         if region is not None:
             check_region_model(descriptor, region)
@@ -128,6 +137,7 @@ class CopyIndex:
                     "descriptor": descriptor.spec(), "local": local_dict,
                     "pixel_hash": pixel_hash, "index_type": index_type,
                     "params": (params or IndexParams()).__dict__, "faiss": None,
+                    "whitening": calibration.whitening if calibration else None,
                     "calibration": calibration.to_dict() if calibration else None}
         directory.mkdir(parents=True, exist_ok=True)
         engine = cls(directory, manifest, Catalog(directory / CATALOG, method=local.method if local else None))
@@ -199,7 +209,7 @@ class CopyIndex:
     def _check_calibration(self, calibration: FittedCalibration, score_norm: str) -> None:
         region = self.region_spec
         calibration.check(self.spec.name, self.manifest["local"], score_norm, FEATURES,
-                          region.name if region else None)
+                          region.name if region else None, self.manifest.get("whitening"))
 
     @property
     def dim(self) -> int:
@@ -241,20 +251,40 @@ class CopyIndex:
             self._rebuild(None)
         return self._search
 
-    def _rebuild(self, trained: SearchIndex | None) -> None:
-        """The FAISS index from every catalog row (into `trained`, an emptied ivfpq index, when given)."""
+    def refit_whitening(self) -> None:
+        """Fit the whitening again on the references held now, and rebuild the FAISS index with it (nothing for an
+        index that does not whiten). A batch `index` that changed anything ends with it, so that an index equals a
+        fresh index of the same references however it grew."""
+        if self.manifest.get("whitening") is not None and len(self.catalog):
+            self._rebuild(None, refit=True)
+
+    def _rebuild(self, trained: SearchIndex | None, refit: bool = False) -> None:
+        """The FAISS index from every catalog row (into `trained`, an emptied ivfpq index, when given); refit: with
+        a whitening fitted anew."""
         generation = self.catalog.generation
         ids, vectors = self.catalog.embeddings(self.dim)
         kind, params = self.manifest["index_type"], IndexParams(**self.manifest["params"])
         trainable = kind != "ivfpq" or len(ids) >= MIN_IVFPQ_VECTORS
         self._provisional = not trainable
-        if trained is not None:
+        whitening = self._whitening_for(vectors, trained, refit)
+        if trained is not None and trained.whitening is whitening:
             trained.add(vectors, ids)
             self._search = trained
         else:
             self._search = SearchIndex.build(vectors, ids, kind if trainable else "flat", params=params,
-                                             use_gpu=self._use_gpu)
+                                             use_gpu=self._use_gpu, whitening=whitening)
         self._synced = generation
+
+    def _whitening_for(self, vectors: np.ndarray, trained: SearchIndex | None, refit: bool) -> Whitening | None:
+        """The whitening to rebuild with: the saved one while the catalog has not outgrown it (unless `refit`),
+        else one fitted on the (N, D) catalog `vectors`; None for an index whose calibration was fitted without."""
+        spec = self.manifest.get("whitening")
+        if spec is None:
+            return None
+        saved = trained.whitening if trained is not None else load_whitening(self.directory, self.manifest)
+        if saved is not None and not saved.outgrown(len(vectors)) and not refit:
+            return saved
+        return fit_whitening(vectors, WhiteningSpec(**spec))
 
     def _apply(self, change: Change, vectors: np.ndarray | None = None) -> None:
         """Bring the FAISS index up to a catalog write: in place when this engine made every change since
@@ -262,8 +292,10 @@ class CopyIndex:
         self._names = None
         if self._search is None:
             return
-        if change.generation != self._synced + 1 or (self._provisional and len(self.catalog) >= MIN_IVFPQ_VECTORS):
-            self._search = None  # rebuilt on next use
+        whitening = self._search.whitening
+        if change.generation != self._synced + 1 or (self._provisional and len(self.catalog) >= MIN_IVFPQ_VECTORS) \
+                or (whitening is not None and whitening.outgrown(len(self.catalog))):
+            self._search = None  # rebuilt on next use (whitening fitted again when outgrown)
             self._synced = -1
             return
         self._search.remove(change.replaced)

@@ -171,7 +171,8 @@ def test_hardlink_and_delete_through_the_job(planted, tmp_path):
     assert not (folder / "coffee_grey.jpg").exists() and (folder / "coffee.jpg").exists()
 
 
-def test_dedup_against_a_reference_index_keeps_references(tmp_path, ray_local):
+@pytest.mark.parametrize("reference_model", [SPEC, ModelSpec("sscd")])  # sscd: an index that whitens
+def test_dedup_against_a_reference_index_keeps_references(tmp_path, ray_local, reference_model):
     refs, folder = tmp_path / "refs", tmp_path / "photos"
     refs.mkdir(), folder.mkdir()
     astronaut = data.astronaut()
@@ -180,7 +181,7 @@ def test_dedup_against_a_reference_index_keeps_references(tmp_path, ray_local):
     Image.fromarray(astronaut[60:460, 80:440]).save(folder / "crop.jpg", quality=85)
     Image.fromarray(np.ascontiguousarray(astronaut[:, ::-1])).save(folder / "flipped.jpg", quality=85)
     Image.fromarray(data.coffee()).save(folder / "coffee.jpg")
-    index_folder(refs, tmp_path / "index", SPEC, settings=SETTINGS, progress=False)
+    index_folder(refs, tmp_path / "index", reference_model, settings=SETTINGS, progress=False)
     summary = dedup_folder(folder, tmp_path / "out", options=DedupOptions(action="move"), index_dir=tmp_path / "index",
                            settings=SETTINGS, progress=False)
     groups = json.loads((tmp_path / "out" / "groups.json").read_text())

@@ -82,13 +82,14 @@ def test_engine_adds_removes_and_matches_in_process(tmp_path, copy_set, monkeypa
     assert n == len(refs) - 1 and 0 < mean <= top
 
 
-def test_incremental_index_equals_a_fresh_index(tmp_path, copy_set):
+@pytest.mark.parametrize("spec", [SPEC, ModelSpec("sscd")])  # sscd: whitened by its references
+def test_incremental_index_equals_a_fresh_index(tmp_path, copy_set, spec):
     root, _ = copy_set
     folder = tmp_path / "refs"
     shutil.copytree(root / "refs", folder)
     for name in ("coffee_crop", "rocket_text"):  # two more references in the first version
         shutil.copy(root / "queries" / f"{name}.jpg", folder / f"{name}.jpg")
-    first = index_folder(folder, tmp_path / "idx", SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    first = index_folder(folder, tmp_path / "idx", spec, settings=SETTINGS, use_ray=False, progress=False)
     assert first.added == 8
     ids_before = CopyIndex.open(tmp_path / "idx").catalog.ids_of(["astronaut", "coffee_crop"])
 
@@ -98,12 +99,12 @@ def test_incremental_index_equals_a_fresh_index(tmp_path, copy_set):
     target = folder / "chelsea.jpg"  # changed in place
     target.write_bytes((root / "queries" / "chelsea_grey_blur.jpg").read_bytes())
     os.utime(target, ns=(time.time_ns() + 10**9,) * 2)
-    again = index_folder(folder, tmp_path / "idx", SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    again = index_folder(folder, tmp_path / "idx", spec, settings=SETTINGS, use_ray=False, progress=False)
     assert (again.added, again.updated, again.removed, again.unchanged) == (1, 1, 2, 5)
     assert CopyIndex.open(tmp_path / "idx").catalog.ids_of(["astronaut", "coffee_crop"]) == \
         {"astronaut": ids_before["astronaut"]}
 
-    index_folder(folder, tmp_path / "fresh", SPEC, settings=SETTINGS, use_ray=False, progress=False)
+    index_folder(folder, tmp_path / "fresh", spec, settings=SETTINGS, use_ray=False, progress=False)
     a, b = CopyIndex.open(tmp_path / "idx"), CopyIndex.open(tmp_path / "fresh")
     assert sorted(a.names().values()) == sorted(b.names().values())
     for out, idx in (("a.csv", "idx"), ("b.csv", "fresh")):

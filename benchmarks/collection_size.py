@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/collection_size.py BENCH --work W [--sizes 16,48,100,all] [--seed 0]
 
-The collection whitening (matching.whitening) depends on the references: none below REFIT_MIN, shrunk
-towards none while the collection is small, full in a large one; the calibration was fitted at the sizes of
-the tuning benchmarks. For each size, a random subset of BENCH's references is indexed by the default
+The collection whitening (matching.whitening) depends on the references: shrunk towards none while the
+collection is small, close to full in a large one; the calibration was fitted at the sizes of the tuning
+benchmarks (218 and 385 references). For each size, a random subset of BENCH's references is indexed by the default
 `copyscope index` (seeded), and matched by the default `copyscope match` with the queries of those
 references' copies plus as many queries without a copy in the subset (of the others, so that a distractor
 whose reference is left out is a query without a copy). Prints `copyscope evaluate`'s micro-AP, expected

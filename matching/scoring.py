@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from copyscope.descriptors.errors import UserError
+from copyscope.matching.whitening import WhiteningSpec
 
 
 def tail_level(similarities: np.ndarray, skip: int) -> np.ndarray:
@@ -142,7 +143,7 @@ class FittedCalibration:
             if "reverse_weights" in d:
                 reverse = Calibration(tuple(float(w) for w in d["reverse_weights"]), float(d["reverse_bias"]))
             region_model = str(d["region_model"]) if d.get("region_model") is not None else None
-            whitening = dict(d["whitening"]) if d.get("whitening") is not None else None
+            whitening = WhiteningSpec(**d["whitening"]).to_dict() if d.get("whitening") is not None else None
             return cls(Calibration(tuple(float(w) for w in d["weights"]), float(d["bias"])), tuple(d["features"]),
                        str(d["model"]), dict(d["local"]) if d["local"] else {}, str(d["score_norm"]), reverse,
                        region_model, whitening)

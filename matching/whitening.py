@@ -47,7 +47,7 @@ class Whitening:
     fitted_on: int
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
-        """(M, D) descriptors -> (M, D) float32 whitened, L2-normalised (a zero row stays zero)."""
+        """(M, D) descriptors -> (M, D) float32 whitened, L2-normalised."""
         x = (np.asarray(vectors, np.float32) - self.mean) @ self.projection
         return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
@@ -65,14 +65,18 @@ class Whitening:
                    int(arrays["fitted_on"]))
 
 
-def fit_whitening(vectors: np.ndarray, spec: WhiteningSpec = WhiteningSpec()) -> Whitening:
-    """(N, D) descriptors of a collection (N >= 0) -> its Whitening, shrunk as the module says."""
-    x = np.asarray(vectors, np.float64)
-    n, d = x.shape
+def fit_whitening(vectors: np.ndarray, spec: WhiteningSpec = WhiteningSpec(), chunk: int = 65536) -> Whitening:
+    """(N, D) descriptors of a collection (N >= 0) -> its Whitening, shrunk as the module says. The moments are
+    summed in float64 over chunks of `chunk` rows: memory beyond the input is O(chunk * D + D * D)."""
+    n, d = vectors.shape
+    total, outer = np.zeros(d), np.zeros((d, d))
+    for start in range(0, n, chunk):
+        x = np.asarray(vectors[start:start + chunk], np.float64)
+        total += x.sum(axis=0)
+        outer += x.T @ x
     share = n / (n + spec.prior) if n + spec.prior else 0.0
-    mean = x.mean(axis=0) if n else np.zeros(d)
-    centred = x - mean
-    cov = centred.T @ centred / max(n, 1)
+    mean = total / max(n, 1)
+    cov = outer / max(n, 1) - np.outer(mean, mean)
     spread = np.trace(cov) / d if n > 1 else 1.0
     cov = share * cov + (1 - share) * spread * np.eye(d)
     values, axes = np.linalg.eigh(cov)

@@ -28,7 +28,8 @@ from copyscope.matching.index import IndexParams, SearchIndex
 from copyscope.matching.whitening import Whitening
 from copyscope.pipeline.atomic import atomic_write
 
-MANIFEST_FORMAT = 2
+MANIFEST_FORMAT = 3  # 3: an index that whitens (older copyscope refuses it rather than search it raw)
+READ_FORMATS = (2, 3)  # 2: no whitening
 MANIFEST, FAISS_FILE, CATALOG, WHITENING_FILE = "manifest.json", "index.faiss", "catalog.sqlite", "whitening.npz"
 
 
@@ -58,9 +59,9 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise IndexCorruptError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise IndexCorruptError(f"{path}: not a format {MANIFEST_FORMAT} index manifest; rebuild the index with "
-                                "`copyscope index`")
+    if not isinstance(manifest, dict) or manifest.get("format") not in READ_FORMATS:
+        raise IndexCorruptError(f"{path}: not a format {' or '.join(map(str, READ_FORMATS))} index manifest; "
+                                "rebuild the index with `copyscope index`")
     missing = {"model", "descriptor", "local", "index_type", "params", "calibration", "faiss"} - manifest.keys()
     if missing:
         raise IndexCorruptError(f"{path} lacks {', '.join(sorted(missing))}")
@@ -68,7 +69,8 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    manifest = manifest | {"format": MANIFEST_FORMAT, "faiss_version": faiss.__version__,
+    manifest = manifest | {"format": MANIFEST_FORMAT if manifest.get("whitening") else 2,
+                           "faiss_version": faiss.__version__,
                            "numpy_version": np.__version__}
     with atomic_write(Path(directory) / MANIFEST, "w") as f:
         f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -104,8 +106,8 @@ def _saved_index(directory: str | os.PathLike, manifest: dict[str, Any], **optio
     if data is None:
         return None
     whitening = load_whitening(directory, manifest)
-    if record.get("whitening") and whitening is None:
-        return None
+    if (record.get("whitening") or manifest.get("whitening")) and whitening is None:
+        return None  # vectors stored whitened by a lost whitening, or raw in an index that whitens
     return SearchIndex.deserialize(np.frombuffer(data, np.uint8), index_type=manifest["index_type"],
                                    params=IndexParams(**record.get("params", manifest["params"])),
                                    whitening=whitening, **options)

@@ -128,6 +128,23 @@ def test_an_index_keeps_its_whitening_refits_it_as_it_grows_and_rebuilds_a_torn_
     rebuilt = CopyIndex.open(tmp_path / "idx")  # stale: fitted again on the catalog
     assert rebuilt.search_index().whitening.fitted_on == 65
     assert rebuilt.match_embeddings(["q"], x[7:8], k=1).reference == ["r7"]
+    rebuilt.save()  # and written whole again, so the next open loads it
+    manifest = read_manifest(tmp_path / "idx")
+    assert manifest["format"] == 3 and load_faiss(tmp_path / "idx", manifest, rebuilt.catalog.generation) is not None
+
+
+def test_a_background_index_is_searched_in_the_space_of_the_index(tmp_path):
+    x = unit(np.random.default_rng(9).normal(size=(80, 512)))
+    engine = CopyIndex.create(tmp_path / "idx", ModelSpec("sscd_distilled"), local=None,
+                              calibration=whitened_calibration())
+    engine.add(refs([f"r{i}" for i in range(50)], x[:50]))
+    background = CopyIndex.create(tmp_path / "bg", ModelSpec("sscd_distilled"), local=None)  # raw: no calibration
+    background.add(refs([f"b{i}" for i in range(30)], x[50:]))
+    assert background.search_index().whitening is None and background.manifest["whitening"] is None
+    w = engine.search_index().whitening
+    scores, _ = engine._background_search(background).search(x[:4], 30)
+    np.testing.assert_allclose(scores, -np.sort(-(w(x[:4]) @ w(x[50:]).T), axis=1), atol=1e-5)
+    assert engine.match_embeddings(["q"], x[3:4], k=1, background=background).reference == ["r3"]
 
 
 def test_a_whitened_index_refuses_a_calibration_fitted_on_raw_descriptors(tmp_path):

@@ -31,9 +31,9 @@ FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_co
 # benchmarks of the held-out half. reverse: "the reference contains the query". The first is the default: sscd,
 # its index whitened by its references (matching.whitening); the others score raw descriptors.
 PACKAGED_CALIBRATIONS = (
-    FittedCalibration(Calibration(weights=(5.423, 16.457, -0.491, 6.230, -0.198, 1.115, -6.759), bias=-7.145),
+    FittedCalibration(Calibration(weights=(4.734, 16.849, -0.482, 6.066, -0.030, 0.628, -7.615), bias=-7.015),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
-                      Calibration(weights=(8.747, -4.398, -0.470, 7.105, 2.770, -2.872, -6.719), bias=-6.509),
+                      Calibration(weights=(8.783, -4.195, -0.458, 7.020, 2.806, -3.072, -5.856), bias=-6.515),
                       None, WhiteningSpec().to_dict()),
     FittedCalibration(Calibration(weights=(-1.497, 13.099, -0.088, 4.827, 3.860, -1.474, -10.740), bias=-6.882),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,

@@ -260,6 +260,7 @@ class CopyIndex:
         retrains, refit at a quarter's growth only)."""
         if self.manifest.get("whitening") is not None and len(self.catalog):
             self._rebuild(None, refit=True)
+            self.manifest["faiss"] = None  # the saved index is another one now: the next save writes this one
 
     def _rebuild(self, trained: SearchIndex | None, refit: bool = False) -> None:
         """The FAISS index from every catalog row (into `trained`, an emptied ivfpq index, when given); refit: with

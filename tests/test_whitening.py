@@ -121,9 +121,11 @@ def test_an_index_keeps_its_whitening_refits_it_as_it_grows_and_rebuilds_a_torn_
     assert reopened.search_index().whitening.fitted_on == 60 and len(reopened.search_index()) == 60
     reopened.add(refs([f"s{i}" for i in range(5)], x[:5]))
     assert reopened.search_index().whitening.fitted_on == 60
+    reopened.save()
     reopened.refit_whitening()  # what a batch `index` ends with
     assert reopened.search_index().whitening.fitted_on == 65 and len(reopened.search_index()) == 65
     reopened.save()
+    assert CopyIndex.open(tmp_path / "idx").search_index().whitening.fitted_on == 65  # saved, not lost
     (tmp_path / "idx" / WHITENING_FILE).write_bytes(b"torn")
     rebuilt = CopyIndex.open(tmp_path / "idx")  # stale: fitted again on the catalog
     assert rebuilt.search_index().whitening.fitted_on == 65

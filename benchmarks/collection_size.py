@@ -16,20 +16,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from copyscope.jobs.serve_process import command
-
-
-def copyscope(*args: str) -> None:
-    done = subprocess.run(command(*args, "--quiet"), capture_output=True, text=True,
-                          env=dict(os.environ, RAY_AUTH_MODE="disabled"))
-    if done.returncode:
-        raise SystemExit(done.stderr[-3000:])
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fit_calibration import copyscope  # noqa: E402
 
 
 def subset(bench: Path, out: Path, size: int | None, seed: int) -> None:
@@ -64,10 +57,12 @@ def main() -> None:
         out = Path(args.work) / f"size_{size}"
         subset(Path(args.bench), out, None if size == "all" else int(size), args.seed)
         if not (out / "index").exists():
-            copyscope("index", str(out / "references"), "--out", str(out / "index"))
+            copyscope("index", str(out / "references"), "--out", str(out / "index"), "--quiet")
         if not (out / "matches.csv").exists():
-            copyscope("match", str(out / "queries"), "--index", str(out / "index"), "--out", str(out / "matches.csv"))
-        copyscope("evaluate", str(out / "ground_truth.csv"), str(out / "matches.csv"), "--out", str(out / "eval"))
+            copyscope("match", str(out / "queries"), "--index", str(out / "index"), "--out", str(out / "matches.csv"),
+                      "--quiet")
+        copyscope("evaluate", str(out / "ground_truth.csv"), str(out / "matches.csv"), "--out", str(out / "eval"),
+                  "--quiet")
         m = json.loads((out / "eval" / "metrics.json").read_text())
         saved = out / "index" / "whitening.npz"
         fitted = f"whitening fitted on {int(np.load(saved)['fitted_on'])}" if saved.exists() else "raw"

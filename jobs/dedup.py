@@ -258,8 +258,8 @@ def _analyse(folder, out: Path, spec: ModelSpec | None, options: DedupOptions, i
     ref = Scored.empty()
     ref_paths: dict[int, str] = {}
     if reference is not None:
-        found, _ = knn_pairs(table.vectors[reps], _raw_search(reference), options.k, options.floor,
-                             self_join=False)
+        found, _ = knn_pairs(table.vectors[reps], reference.search_index_in(None), options.k, options.floor,
+                             self_join=False)  # raw descriptors, as the pairs within the folder
         found = Pairs(reps[found.a], found.b, found.global_score)
         evidence = verify_catalog_pairs(runner, own.catalog, table.catalog_ids[found.a], found.b,
                                         Path(index_dir) / CATALOG, local.to_dict())
@@ -334,16 +334,6 @@ def _stored_verifier(catalog, ids: dict[str, int], spec: LocalSpec) -> Callable[
     def verify(a: str, b: str) -> Verification:
         return verify_stored(catalog.features(ids[a]), catalog.features(ids[b]), spec)
     return verify
-
-
-def _raw_search(reference: CopyIndex) -> SearchIndex:
-    """The reference index's FAISS index, or a flat copy of its raw descriptors when it whitens them: a dedup
-    scores raw descriptors (its pairs lie within the folder as much as across)."""
-    search = reference.search_index()
-    if search is None or search.whitening is None:
-        return search
-    ids, vectors = reference.catalog.embeddings(reference.dim)
-    return SearchIndex.build(vectors, ids)
 
 
 def _calibration_of(spec: ModelSpec, local: LocalSpec, reference: CopyIndex | None,

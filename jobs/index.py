@@ -96,7 +96,7 @@ def index_folder(
                                                                                use_ray)
         with chosen as embedding, tqdm(total=len(todo), desc="index", unit="img", disable=not progress) as bar:
             engine.add_images(todo, embedding, stamps=stamps, on_batch=on_batch, progress=bar.update)
-    if (todo or removed) and engine.manifest["index_type"] == "flat":
+    if todo or removed:
         engine.refit_whitening()  # fitted on the references as they are now: equal to a fresh index of them
     failures = [Failure(relative_path(ref_dir, paths[n]), reason) for n, reason in engine.catalog.failures()]
     failures += [Failure(relative_path(ref_dir, f.path), f.reason) for f in listing.failures]

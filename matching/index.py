@@ -132,11 +132,11 @@ class SearchIndex:
             raise UserError("ivfpq cannot be trained on 0 vectors; use index_type='flat'")
         p = (params or IndexParams()).resolve(len(x), x.shape[1], index_type)
         index = new_faiss_index(x.shape[1], index_type, p)
+        stored = x if whitening is None else np.ascontiguousarray(whitening(x))  # whitened once: train and add
         if not index.is_trained:
-            index.train(whitening(x) if whitening is not None else x)
-        out = cls(index, index_type=index_type, params=p, use_gpu=use_gpu, whitening=whitening)
-        out.add(x, ids)
-        return out
+            index.train(stored)
+        index.add_with_ids(stored, ids)
+        return cls(index, index_type=index_type, params=p, use_gpu=use_gpu, whitening=whitening)
 
     @property
     def dim(self) -> int:

@@ -100,7 +100,7 @@ class CopyIndex:
         self._search: SearchIndex | None = None
         self._synced = -1  # the catalog generation the in-memory FAISS index reflects (-1: none yet)
         self._provisional = False  # an exact flat stand-in while an ivfpq index is too small to train
-        self._background: tuple | None = None  # (key, background descriptors in this index's space)
+        self._copy: tuple | None = None  # (catalog generation, whitening, flat SearchIndex): search_index_in
 
     # ---------------------------------------------------------------- open / create / save
     @classmethod
@@ -254,11 +254,11 @@ class CopyIndex:
         return self._search
 
     def refit_whitening(self) -> None:
-        """Fit the whitening again on the references held now, and rebuild the FAISS index with it (nothing for an
-        index that does not whiten). A batch `index` of a flat index that changed anything ends with it, so that
-        the index equals a fresh index of the same references however it grew (ivfpq and HNSW, whose rebuild
-        retrains, refit at a quarter's growth only)."""
-        if self.manifest.get("whitening") is not None and len(self.catalog):
+        """Fit the whitening of a flat index again on the references held now, and rebuild it with it. A batch
+        `index` that changed anything ends with it, so that the index equals a fresh index of the same references
+        however it grew. Nothing for an index that does not whiten, nor for ivfpq and HNSW, whose rebuild
+        retrains: they refit when the whitening is outgrown only."""
+        if self.manifest.get("whitening") is not None and self.manifest["index_type"] == "flat" and len(self.catalog):
             self._rebuild(None, refit=True)
             self.manifest["faiss"] = None  # the saved index is another one now: the next save writes this one
 
@@ -441,19 +441,19 @@ class CopyIndex:
                 raise UserError(f"background index {background.directory} was made with another {key} than the "
                                 f"reference index: {background.manifest[key]} != {self.manifest[key]}")
 
-    def _background_search(self, background: CopyIndex | None) -> SearchIndex | None:
-        """The background index searched in the space this index searches: its own FAISS index when neither
-        whitens, else a flat index of its descriptors whitened by this index's whitening (kept while both are
-        unchanged), so that the background level and the reference scores are cosines of one space."""
-        theirs = background.search_index() if background is not None else None
-        mine = self.search_index().whitening
-        if theirs is None or (mine is None and theirs.whitening is None):
-            return theirs
-        key = (background.directory, background.catalog.generation, id(mine))
-        if self._background is None or self._background[0] != key:
-            ids, vectors = background.catalog.embeddings(background.dim)
-            self._background = (key, SearchIndex.build(vectors, ids, whitening=mine))
-        return self._background[1]
+    def search_index_in(self, whitening: Whitening | None) -> SearchIndex | None:
+        """This index's descriptors searched in the space of `whitening` (None: raw descriptors): its own FAISS
+        index when it whitens by that already, else a flat copy of the catalog's descriptors whitened by it (kept
+        while neither changes). A background index is searched in the space of the index it serves; a dedup
+        searches a reference index raw."""
+        search = self.search_index()
+        if search is None or search.whitening is whitening:
+            return search
+        generation = self.catalog.generation
+        if self._copy is None or self._copy[0] != generation or self._copy[1] is not whitening:
+            ids, vectors = self.catalog.embeddings(self.dim)
+            self._copy = (generation, whitening, SearchIndex.build(vectors, ids, whitening=whitening))
+        return self._copy[2]
 
     def check_ignore_for(self, spec: ModelSpec, local: dict | None) -> None:
         """UserError unless this index can serve as an ignore bank for images of `spec` with `local` features."""
@@ -539,7 +539,8 @@ class CopyIndex:
         k_c, k_l = max(k, rerank.verify_top), rerank.background_skip + rerank.background_k
         scores, rows = search.search(views.vectors, max(k_c, k_l))
         cands = candidates_of(views, scores[:, :k_c], rows[:, :k_c])
-        level = query_background_level(views, scores[views.full], self._background_search(background), rerank)
+        bg = background.search_index_in(search.whitening) if background is not None else None
+        level = query_background_level(views, scores[views.full], bg, rerank)
         evidence: list[dict] = [{} for _ in range(len(cands.query))]
         if rerank.mode != "none":
             chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)

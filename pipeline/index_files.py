@@ -28,8 +28,8 @@ from copyscope.matching.index import IndexParams, SearchIndex
 from copyscope.matching.whitening import Whitening
 from copyscope.pipeline.atomic import atomic_write
 
-MANIFEST_FORMAT = 3  # 3: an index that whitens (older copyscope refuses it rather than search it raw)
-READ_FORMATS = (2, 3)  # 2: no whitening
+RAW_FORMAT, WHITENED_FORMAT = 2, 3  # 3: an index that whitens (older copyscope refuses it, not search it raw)
+READ_FORMATS = (RAW_FORMAT, WHITENED_FORMAT)
 MANIFEST, FAISS_FILE, CATALOG, WHITENING_FILE = "manifest.json", "index.faiss", "catalog.sqlite", "whitening.npz"
 
 
@@ -69,7 +69,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    manifest = manifest | {"format": MANIFEST_FORMAT if manifest.get("whitening") else 2,
+    manifest = manifest | {"format": WHITENED_FORMAT if manifest.get("whitening") else RAW_FORMAT,
                            "faiss_version": faiss.__version__,
                            "numpy_version": np.__version__}
     with atomic_write(Path(directory) / MANIFEST, "w") as f:

@@ -144,7 +144,7 @@ def test_a_background_index_is_searched_in_the_space_of_the_index(tmp_path):
     background.add(refs([f"b{i}" for i in range(30)], x[50:]))
     assert background.search_index().whitening is None and background.manifest["whitening"] is None
     w = engine.search_index().whitening
-    scores, _ = engine._background_search(background).search(x[:4], 30)
+    scores, _ = background.search_index_in(w).search(x[:4], 30)
     np.testing.assert_allclose(scores, -np.sort(-(w(x[:4]) @ w(x[50:]).T), axis=1), atol=1e-5)
     assert engine.match_embeddings(["q"], x[3:4], k=1, background=background).reference == ["r3"]
 

@@ -16,7 +16,7 @@ from copyscope.descriptors.errors import UserError
 from copyscope.matching.index import SearchIndex
 from copyscope.matching.local_features import LocalSpec
 from copyscope.matching.scoring import Calibration, FittedCalibration, normalise, stretch, tail_level
-from copyscope.matching.candidates import Candidates, QueryViews
+from copyscope.matching.candidates import Candidates, QueryViews, margin_over_others
 from copyscope.matching.whitening import WhiteningSpec
 
 RERANK_MODES = ("none", "verify", "full")
@@ -26,14 +26,18 @@ LEVEL_RULE = "reference tail"
 DEFAULT_NORM = f"stretch by {LEVEL_RULE}"
 FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_coverage", "reference_coverage",
             "frame_share")
+# What a match also knows of a pair: how far its best view stands above the query's best candidate of another
+# photo (candidates.margin_over_others); pairs of one collection (dedup) have no query side, so FEATURES only.
+MATCH_FEATURES = FEATURES + ("margin",)
 # Fitted on the candidate pairs of two benchmarks built from the tuning half of ../shared/photos only (templated
 # content, look-alikes: benchmarks/fit_calibration.py, one run per entry); the README reports them on three
 # benchmarks of the held-out half. reverse: "the reference contains the query". The first is the default: sscd,
-# its index whitened by its references (matching.whitening); the others score raw descriptors.
+# its index whitened by its references (matching.whitening), over MATCH_FEATURES; the others score raw
+# descriptors over FEATURES (dedup takes the raw sscd one).
 PACKAGED_CALIBRATIONS = (
-    FittedCalibration(Calibration(weights=(4.734, 16.849, -0.482, 6.066, -0.030, 0.628, -7.615), bias=-7.015),
-                      FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
-                      Calibration(weights=(8.783, -4.195, -0.458, 7.020, 2.806, -3.072, -5.856), bias=-6.515),
+    FittedCalibration(Calibration(weights=(4.074, 7.408, -0.746, 6.839, 0.178, -0.410, -11.499, 19.659), bias=-5.562),
+                      MATCH_FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
+                      Calibration(weights=(8.307, -7.971, -0.519, 7.128, 3.028, -3.220, -5.027, 4.180), bias=-5.921),
                       None, WhiteningSpec().to_dict()),
     FittedCalibration(Calibration(weights=(-1.497, 13.099, -0.088, 4.827, 3.860, -1.474, -10.740), bias=-6.882),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
@@ -108,36 +112,45 @@ class RerankOptions:
         return stretch(scores[:, None], level)[:, 0]
 
 
-def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict],
-                  opts: RerankOptions) -> dict[str, np.ndarray]:
-    """Named (P,) features (FEATURES) of candidate pairs, for calibration and --explain."""
+def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict], opts: RerankOptions,
+                  version: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Named (P,) features (MATCH_FEATURES) of candidate pairs, for calibration and --explain. version: (P,)
+    label of the photo each reference is a version of (shared_frames.duplicate_groups; None: every reference
+    its own photo)."""
     lvl = level[cands.query].astype(np.float64)
     whole = np.where(np.isfinite(cands.whole_score), cands.whole_score, lvl)
+    best = opts.normalised(cands.best_score.astype(np.float64), lvl)
     get = lambda key: np.array([e.get(key, 0) for e in evidence], np.float64)  # noqa: E731
+    frame_share = get("frame_inliers") / np.maximum(get("inliers") + get("frame_inliers"), 1)
     return {
         "whole_image": opts.normalised(whole, lvl),
-        "best_view": opts.normalised(cands.best_score.astype(np.float64), lvl),
+        "best_view": best,
         "log_inliers": np.log1p(get("inliers")),
         "inlier_ratio": get("inlier_ratio"),
         "query_coverage": get("query_coverage"),
         "reference_coverage": get("reference_coverage"),
-        "frame_share": get("frame_inliers") / np.maximum(get("inliers") + get("frame_inliers"), 1),
+        "frame_share": frame_share,
+        # a candidate that a shared frame explains is no rival: its similarity is the frame's
+        "margin": margin_over_others(cands.query, best, np.arange(len(best)) if version is None else version,
+                                     rival=frame_share < 0.5),
     }
 
 
-def _stacked(features: dict[str, np.ndarray], swap: bool = False) -> np.ndarray:
-    """Named (P,) features -> (P, F) in FEATURES order; swap: the roles of query and reference exchanged."""
+def _stacked(features: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES, swap: bool = False) -> np.ndarray:
+    """Named (P,) features -> (P, F) in the order of `names`; swap: the roles of query and reference exchanged."""
     if swap:
         features = dict(features, query_coverage=features["reference_coverage"],
                         reference_coverage=features["query_coverage"])
-    return np.stack([features[name] for name in FEATURES], axis=-1)
+    return np.stack([features[name] for name in names], axis=-1)
 
 
 def directional_scores(features: dict[str, np.ndarray], fitted: FittedCalibration) -> tuple[np.ndarray, np.ndarray]:
     """(P,) scores of "the query contains a copy of the reference" and of "the reference contains the query"
-    (its own calibration, or the first with the roles swapped when the record has none)."""
-    x = _stacked(features)
-    reverse = fitted.reverse(x) if fitted.reverse is not None else fitted.calibration(_stacked(features, swap=True))
+    (its own calibration, or the first with the roles swapped when the record has none), over the features the
+    calibration names."""
+    x = _stacked(features, fitted.features)
+    reverse = (fitted.reverse(x) if fitted.reverse is not None
+               else fitted.calibration(_stacked(features, fitted.features, swap=True)))
     return fitted.calibration(x), reverse
 
 

@@ -111,12 +111,15 @@ class FittedCalibration:
 
     def check(self, model: str, local: dict | None, score_norm: str, features: tuple[str, ...],
               region_model: str | None = None, whitening: dict | None = None) -> None:
-        """Raise CalibrationMismatch unless this calibration was fitted for exactly these settings."""
+        """Raise CalibrationMismatch unless this calibration was fitted for exactly these settings, on features
+        that this use computes (`features`: their names)."""
         wanted = {"model": model, "local": local, "score normalisation": score_norm, "features": tuple(features),
                   "region model": region_model, "whitening": whitening}
         fitted = {"model": self.model, "local": self.local, "score normalisation": self.score_norm,
                   "features": tuple(self.features), "region model": self.region_model, "whitening": self.whitening}
-        wrong = [k for k in wanted if wanted[k] != fitted[k]]
+        wrong = [k for k in wanted if wanted[k] != fitted[k] and k != "features"]
+        if not set(self.features) <= set(features):
+            wrong.append("features")
         if wrong:
             detail = "; ".join(f"{k}: fitted for {fitted[k]!r}, used with {wanted[k]!r}" for k in wrong)
             raise CalibrationMismatch(
@@ -144,6 +147,8 @@ class FittedCalibration:
                 reverse = Calibration(tuple(float(w) for w in d["reverse_weights"]), float(d["reverse_bias"]))
             region_model = str(d["region_model"]) if d.get("region_model") is not None else None
             whitening = WhiteningSpec(**d["whitening"]).to_dict() if d.get("whitening") is not None else None
+            if not len(d["weights"]) == len(d["features"]) == len(d.get("reverse_weights", d["features"])):
+                raise ValueError("one weight per feature")
             return cls(Calibration(tuple(float(w) for w in d["weights"]), float(d["bias"])), tuple(d["features"]),
                        str(d["model"]), dict(d["local"]) if d["local"] else {}, str(d["score_norm"]), reverse,
                        region_model, whitening)

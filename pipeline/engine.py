@@ -27,15 +27,15 @@ import numpy as np
 
 from copyscope.descriptors import PreprocessCfg
 from copyscope.descriptors.errors import UserError
-from copyscope.matching.candidates import QueryViews, candidates_of, top_per_query
+from copyscope.matching.candidates import SAME_PHOTO_COSINE, QueryViews, candidates_of, top_per_query
 from copyscope.matching.compact_features import compact
 from copyscope.matching.index import INDEX_TYPES, MIN_IVFPQ_VECTORS, IndexParams, SearchIndex
 from copyscope.matching.local_features import LocalFeatures, LocalSpec
 from copyscope.matching.reranking import (
-    FEATURES, RerankOptions, directional_scores, packaged_calibration, pair_features, query_background_level,
+    MATCH_FEATURES, RerankOptions, directional_scores, packaged_calibration, pair_features, query_background_level,
 )
 from copyscope.matching.scoring import FittedCalibration
-from copyscope.matching.shared_frames import INLIERS, discount_frames, duplicate_groups, inlier_points
+from copyscope.matching.shared_frames import DUPLICATE_COSINE, INLIERS, discount_frames, duplicate_groups, inlier_points
 from copyscope.matching.whitening import Whitening, WhiteningSpec, fit_whitening
 from copyscope.pipeline.catalog import Catalog, Change, Reference
 from copyscope.pipeline.failures import Failure
@@ -129,7 +129,7 @@ class CopyIndex:
             spec.name, local_dict, region_name, WhiteningSpec().to_dict())) or packaged_calibration(
             spec.name, local_dict, region_name)
         if calibration is not None:
-            calibration.check(spec.name, local_dict, calibration.score_norm, FEATURES, region_name,
+            calibration.check(spec.name, local_dict, calibration.score_norm, MATCH_FEATURES, region_name,
                               calibration.whitening)
         descriptor = spec.build(num_threads=1)
         if region is not None:
@@ -210,7 +210,7 @@ class CopyIndex:
 
     def _check_calibration(self, calibration: FittedCalibration, score_norm: str) -> None:
         region = self.region_spec
-        calibration.check(self.spec.name, self.manifest["local"], score_norm, FEATURES,
+        calibration.check(self.spec.name, self.manifest["local"], score_norm, MATCH_FEATURES,
                           region.name if region else None, self.manifest.get("whitening"))
 
     @property
@@ -542,6 +542,7 @@ class CopyIndex:
         bg = background.search_index_in(search.whitening) if background is not None else None
         level = query_background_level(views, scores[views.full], bg, rerank)
         evidence: list[dict] = [{} for _ in range(len(cands.query))]
+        version = None  # (P,) the photo each candidate is a version of, for the margin
         if rerank.mode != "none":
             chosen = top_per_query(cands.query, cands.best_score, rerank.verify_top)
             found = self._verify(views, cands, chosen, queries.local, runner, rerank, _stage(progress, "verify"),
@@ -552,7 +553,10 @@ class CopyIndex:
                                                    ignored=ignored, partner_of=self._partners(keys))))
             for p in chosen:
                 evidence[p] = found.get((views.ids[cands.query[p]], int(cands.reference[p])), {})
-        features = pair_features(cands, level, evidence, rerank)
+            every = [(views.ids[q], int(r)) for q, r in zip(cands.query, cands.reference)]
+            partner = self._partners(every, SAME_PHOTO_COSINE)
+            version = np.array([partner.get(key, key[1]) for key in every], np.int64)
+        features = pair_features(cands, level, evidence, rerank, version)
         if rerank.mode == "none":
             score = features["best_view"] if background is not None else cands.best_score.astype(np.float64)
             reverse = None
@@ -562,9 +566,11 @@ class CopyIndex:
         keep = keep[np.lexsort((-score[keep], cands.query[keep]))]
         return self._result(keep, views, cands, features, evidence, score, reverse, queries.failures, level)
 
-    def _partners(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """(query, reference id) pairs -> the partner each counts as for frame keypoints: per query, its
-        candidates that are versions of one photo (shared_frames.duplicate_groups) count once."""
+    def _partners(self, pairs: list[tuple[str, int]],
+                  min_cosine: float = DUPLICATE_COSINE) -> dict[tuple[str, int], int]:
+        """(query, reference id) pairs -> the partner each counts as: per query, its candidates that are versions
+        of one photo (shared_frames.duplicate_groups at `min_cosine`) count as one, the smallest id. For frame
+        keypoints (DUPLICATE_COSINE) and for the margin's rivals (candidates.SAME_PHOTO_COSINE)."""
         vectors = self.catalog.embeddings_of(r for _, r in pairs)
         by_query: dict[str, list[int]] = {}
         for q, r in pairs:
@@ -572,7 +578,7 @@ class CopyIndex:
         out = {}
         for q, refs in by_query.items():
             refs = [r for r in refs if r in vectors]
-            group = duplicate_groups(refs, np.stack([vectors[r] for r in refs])) if refs else {}
+            group = duplicate_groups(refs, np.stack([vectors[r] for r in refs]), min_cosine) if refs else {}
             out.update({(q, r): group[r] for r in refs})
         return out
 
@@ -638,7 +644,7 @@ class CopyIndex:
                    "best_view_box": views.view_box[cands.view[p]].tolist(),
                    "background_level": float(level[cands.query[p]])}
             shown = {key: value for key, value in evidence[p].items() if key != INLIERS}
-            explain.append(row | {name: float(features[name][p]) for name in FEATURES} | shown)
+            explain.append(row | {name: float(features[name][p]) for name in MATCH_FEATURES} | shown)
         return MatchResult(
             query=[e["query_id"] for e in explain], reference=[e["reference_id"] for e in explain],
             reference_id=cands.reference[keep] if cands is not None else np.empty(0, np.int64),

@@ -82,6 +82,24 @@ def test_engine_adds_removes_and_matches_in_process(tmp_path, copy_set, monkeypa
     assert n == len(refs) - 1 and 0 < mean <= top
 
 
+def test_two_versions_of_a_photo_in_the_index_both_stand_out_for_its_copy(tmp_path, copy_set):
+    from PIL import Image
+
+    root, _ = copy_set
+    version = tmp_path / "coffee_small.jpg"  # the same photo again, smaller and re-encoded
+    with Image.open(root / "refs" / "coffee.jpg") as im:
+        im.resize((im.width * 3 // 4, im.height * 3 // 4)).save(version, quality=70)
+    engine = CopyIndex.create(tmp_path / "idx", SPEC)
+    engine.add_images(images(root / "refs") + [("coffee_small", str(version))])
+    result = engine.match([("coffee_crop", str(root / "queries" / "coffee_crop.jpg"))], k=5)
+    margin = {row["reference_id"]: row["margin"] for row in result.explain}
+    best = {row["reference_id"]: row["best_view"] for row in result.explain}
+    assert margin["coffee"] > 0 and margin["coffee_small"] > 0  # neither is the other's rival
+    rival = max(b for name, b in best.items() if not name.startswith("coffee"))
+    assert margin["coffee_small"] == pytest.approx(best["coffee_small"] - rival)
+
+
+
 @pytest.mark.parametrize("spec", [SPEC, ModelSpec("sscd")])  # sscd: whitened by its references
 def test_incremental_index_equals_a_fresh_index(tmp_path, copy_set, spec):
     root, _ = copy_set
@@ -159,8 +177,8 @@ def test_calibration_travels_with_the_index_and_is_refused_elsewhere(tmp_path, c
     assert engine.calibration.model == "sscd" and engine.calibration.local == LocalSpec().to_dict()
     with pytest.raises(CalibrationMismatch, match="score normalisation"):
         engine.calibration_for(RerankOptions(score_norm="subtract"))
-    other = FittedCalibration(engine.calibration.calibration, FEATURES, "sscd_distilled", LocalSpec().to_dict(),
-                              "stretch")
+    other = FittedCalibration(engine.calibration.calibration, engine.calibration.features, "sscd_distilled",
+                              LocalSpec().to_dict(), "stretch")
     with pytest.raises(CalibrationMismatch, match="model"):
         engine.set_calibration(other)
     # a model without a fitted calibration: rerank is refused with what to do, --rerank none works

@@ -11,7 +11,7 @@ from copyscope.pipeline.formats import read_matches
 from copyscope.jobs.index import index_folder
 from copyscope.pipeline.model_spec import ModelSpec
 from copyscope.jobs.match import match_folder
-from copyscope.matching.candidates import QueryViews, candidates_of, top_per_query
+from copyscope.matching.candidates import QueryViews, candidates_of, margin_over_others, top_per_query
 from copyscope.matching.reranking import RerankOptions
 
 SETTINGS = EmbedSettings(num_actors=1, threads_per_actor=1, batch_size=4)
@@ -49,6 +49,25 @@ def test_top_per_query_keeps_the_n_best_of_each_query():
     score = np.array([0.1, 0.9, 0.7, 0.3, 0.5, 0.2])
     kept = sorted(top_per_query(query, score, 2).tolist())
     assert kept == [1, 2, 3, 4, 5]
+
+
+def test_margin_over_others_equals_brute_force_and_lets_versions_of_one_photo_share_the_top():
+    rng = np.random.default_rng(1)
+    query = rng.integers(0, 6, 60)
+    score = rng.uniform(-0.2, 1.0, 60)
+    version = rng.integers(0, 12, 60)
+    rival = rng.uniform(size=60) < 0.7
+    for allowed in (None, rival):
+        got = margin_over_others(query, score, version, allowed)
+        for p in range(60):
+            rivals = [score[o] for o in range(60) if query[o] == query[p] and version[o] != version[p]
+                      and (allowed is None or allowed[o])]
+            assert got[p] == pytest.approx(score[p] - max(rivals, default=0.0))
+    # a bank holding two versions of the photo a query copies: both stand out, the other photo does not
+    margins = margin_over_others(np.zeros(3, np.int64), np.array([0.9, 0.85, 0.3]), np.array([5, 5, 7]))
+    np.testing.assert_allclose(margins, [0.6, 0.55, -0.6])
+    alone = margin_over_others(np.zeros(3, np.int64), np.array([0.9, 0.85, 0.3]), np.arange(3))
+    assert alone[1] < 0  # counted as two photos, the second version falls below the first
 
 
 def paste(small: np.ndarray, host: np.ndarray, scale: float, x: int, y: int) -> np.ndarray:

@@ -56,3 +56,21 @@ def test_a_fitted_calibration_carries_its_reverse_direction():
     _, swapped = directional_scores(features, FittedCalibration(forward, FEATURES, "sscd", {}, "stretch"))
     np.testing.assert_allclose(swapped, score[::-1])  # no reverse record: the roles swapped
     np.testing.assert_allclose(either_way_scores(features, forward), score.max())  # a pair of one collection
+
+
+def test_a_calibration_may_use_some_of_the_features_a_use_computes_and_no_others():
+    from copyscope.descriptors.errors import UserError
+    from copyscope.matching.reranking import FEATURES, MATCH_FEATURES, directional_scores
+    from copyscope.matching.scoring import CalibrationMismatch, FittedCalibration
+
+    names = ("best_view", "margin")
+    fitted = FittedCalibration(Calibration((2.0, 3.0), -1.0), names, "sscd", {}, "stretch")
+    fitted.check("sscd", {}, "stretch", MATCH_FEATURES)  # a match computes them all
+    with pytest.raises(CalibrationMismatch, match="features"):
+        fitted.check("sscd", {}, "stretch", FEATURES)  # dedup has no margin
+    features = {name: np.full(1, 0.5) for name in MATCH_FEATURES} | {"margin": np.array([0.25])}
+    score, _ = directional_scores(features, fitted)
+    np.testing.assert_allclose(score, 1 / (1 + np.exp(-(2.0 * 0.5 + 3.0 * 0.25 - 1.0))))  # in its own order
+    record = fitted.to_dict() | {"weights": [1.0]}
+    with pytest.raises(UserError, match="one weight per feature"):
+        FittedCalibration.from_dict(record)

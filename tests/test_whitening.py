@@ -95,7 +95,7 @@ def test_search_index_searches_the_whitened_space(index_type, tmp_path):
 
 def whitened_calibration() -> FittedCalibration:
     start = PACKAGED_CALIBRATIONS[0]
-    return FittedCalibration(start.calibration, FEATURES, "sscd_distilled", None, DEFAULT_NORM,
+    return FittedCalibration(start.calibration, start.features, "sscd_distilled", None, DEFAULT_NORM,
                              whitening=WhiteningSpec().to_dict())
 
 
@@ -152,7 +152,8 @@ def test_a_background_index_is_searched_in_the_space_of_the_index(tmp_path):
 def test_a_whitened_index_refuses_a_calibration_fitted_on_raw_descriptors(tmp_path):
     engine = CopyIndex.create(tmp_path / "idx", ModelSpec("sscd_distilled"), local=None,
                               calibration=whitened_calibration())
-    raw = FittedCalibration(PACKAGED_CALIBRATIONS[0].calibration, FEATURES, "sscd_distilled", None, DEFAULT_NORM)
+    raw = FittedCalibration(PACKAGED_CALIBRATIONS[0].calibration, PACKAGED_CALIBRATIONS[0].features, "sscd_distilled",
+                            None, DEFAULT_NORM)
     with pytest.raises(CalibrationMismatch, match="whitening"):
         engine.set_calibration(raw)
 

@@ -6,7 +6,7 @@
 Fits two logistic calibrations on the labelled candidate pairs of every tuning set given: the score, "the
 query contains a copy of the reference" (the ground truth), and the reverse score, "the reference contains the
 query" (a copy whose edits add no foreign content: none of CONTAINING_EDITS in its query_meta.csv chain).
-Both are printed in FEATURES order for matching.reranking.PACKAGED_CALIBRATIONS and, with --out, written as the
+Both are printed in the order of --features (default MATCH_FEATURES) for matching.reranking.PACKAGED_CALIBRATIONS and, with --out, written as the
 JSON that `copyscope index --calibration` takes. Then the main fit without each feature, and micro-AP, recall
 at precision 0.9, recall@1, the expected calibration error and precision / recall at scores >= 0.5 and 0.9 of
 several scorings of each set's pairs, held-out sets (not fitted on) included.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from copyscope.matching.metrics import at_score_thresholds, compute_metrics, is_probability, reliability
-from copyscope.matching.reranking import FEATURES, SCORE_NORMS, RerankOptions
+from copyscope.matching.reranking import FEATURES, MATCH_FEATURES, SCORE_NORMS, RerankOptions
 from copyscope.matching.scoring import Calibration, FittedCalibration, fit_logistic
 from copyscope.pipeline.formats import read_ground_truth
 from copyscope.pipeline.index_files import read_manifest
@@ -39,8 +39,8 @@ def containing_queries(meta_csv: Path) -> set[str]:
                 if any(edit in CONTAINING_EDITS for edit, _ in json.loads(row["transforms"]))}
 
 
-def load_set(spec: str):
-    """explain.jsonl:ground_truth.csv (query_meta.csv beside it) -> rows, gt, (N, F) features, (N,) copy labels,
+def load_set(spec: str, features: tuple[str, ...] = MATCH_FEATURES):
+    """explain.jsonl:ground_truth.csv (query_meta.csv beside it) -> rows, gt, (N, F) `features`, (N,) copy labels,
     (N,) "the reference contains the query" labels."""
     explain, gt_csv = spec.split(":")
     with open(explain) as f:
@@ -50,15 +50,15 @@ def load_set(spec: str):
     containing = containing_queries(Path(gt_csv).with_name("query_meta.csv"))
     y = np.array([(r["query_id"], r["reference_id"]) in truth for r in rows], float)
     contained = y * np.array([r["query_id"] not in containing for r in rows], float)
-    x = np.array([[r.get(f, 0.0) for f in FEATURES] for r in rows])
+    x = np.array([[r.get(f, 0.0) for f in features] for r in rows])
     return rows, gt, x, y, contained
 
 
-def without_level(rows: list[dict], x: np.ndarray) -> np.ndarray:
-    """(N, F) features with the two global scores raw (background level 0) instead of stretched."""
+def without_level(rows: list[dict], x: np.ndarray, features: tuple[str, ...]) -> np.ndarray:
+    """(N, F) `features` with the two global scores raw (background level 0) instead of stretched."""
     x = x.copy()
-    x[:, FEATURES.index("best_view")] = [r["best_view_score"] for r in rows]
-    x[:, FEATURES.index("whole_image")] = [r["whole_image_score"] or 0.0 for r in rows]
+    x[:, features.index("best_view")] = [r["best_view_score"] for r in rows]
+    x[:, features.index("whole_image")] = [r["whole_image_score"] or 0.0 for r in rows]
     return x
 
 
@@ -82,44 +82,51 @@ def main() -> None:
     parser.add_argument("--index", default=None, help="the index the explain files were matched against: its model "
                         "and local features are what the calibration is fitted for")
     parser.add_argument("--score-norm", default="stretch", choices=SCORE_NORMS)
+    parser.add_argument("--features", default=",".join(MATCH_FEATURES),
+                        help=f"comma-separated features to fit (default: all a match computes; {','.join(FEATURES)} "
+                        "for a calibration dedup can use too)")
     parser.add_argument("--out", default=None, help="write the calibration here (JSON for `copyscope index "
                         "--calibration`; needs --index)")
     args = parser.parse_args()
     if args.out and not args.index:
         parser.error("--out needs --index")
-    sets = [load_set(s) for s in args.sets]
-    held = [load_set(s) for s in args.holdout]
+    features = tuple(args.features.split(","))
+    unknown = set(features) - set(MATCH_FEATURES)
+    if unknown or not {"best_view", "whole_image"} <= set(features):
+        parser.error(f"--features: choose among {', '.join(MATCH_FEATURES)}, best_view and whole_image included")
+    sets = [load_set(s, features) for s in args.sets]
+    held = [load_set(s, features) for s in args.holdout]
     x = np.concatenate([s[2] for s in sets])
     y = np.concatenate([s[3] for s in sets])
     weights, bias = fit_logistic(x, y, l2=args.l2)
     reverse_weights, reverse_bias = fit_logistic(x, np.concatenate([s[4] for s in sets]), l2=args.l2)
     rounded = lambda w, b: Calibration(tuple(round(float(v), 3) for v in w), round(b, 3))  # noqa: E731
-    print(f"{int(y.sum())} true pairs of {len(y)}; fitted weights ({', '.join(FEATURES)}):")
+    print(f"{int(y.sum())} true pairs of {len(y)}; fitted weights ({', '.join(features)}):")
     print("  Calibration(weights=(" + ", ".join(f"{w:.3f}" for w in weights) + f"), bias={bias:.3f})")
     print("  reverse=Calibration(weights=(" + ", ".join(f"{w:.3f}" for w in reverse_weights)
           + f"), bias={reverse_bias:.3f})")
     if args.out:
         manifest = read_manifest(args.index)
         region = manifest.get("region_model")
-        fitted = FittedCalibration(rounded(weights, bias), FEATURES, manifest["model"]["name"], manifest["local"],
+        fitted = FittedCalibration(rounded(weights, bias), features, manifest["model"]["name"], manifest["local"],
                                    RerankOptions(score_norm=args.score_norm).calibrated_as,
                                    rounded(reverse_weights, reverse_bias), region["name"] if region else None,
                                    manifest.get("whitening"))
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(fitted.to_dict(), f, indent=2)
         print(f"wrote {args.out}")
-    ablations = {f"without {f}": [i for i, g in enumerate(FEATURES) if g != f] for f in FEATURES}
+    ablations = {f"without {f}": [i for i, g in enumerate(features) if g != f] for f in features}
     fits = {name: fit_logistic(x[:, keep], y, l2=args.l2) for name, keep in ablations.items()}
-    unlevelled = fit_logistic(np.concatenate([without_level(s[0], s[2]) for s in sets]), y, l2=args.l2)
+    unlevelled = fit_logistic(np.concatenate([without_level(s[0], s[2], features) for s in sets]), y, l2=args.l2)
     for spec, (rows, gt, xs, _, _) in zip(args.sets + args.holdout, sets + held):
         print(spec)
         whole = np.array([-1.0 if r["whole_image_score"] is None else r["whole_image_score"] for r in rows])
         report("global descriptor (whole image)", rows, gt, whole)
         report("global, best view (regions)", rows, gt, np.array([r["best_view_score"] for r in rows]))
-        report("stretched global, best view", rows, gt, xs[:, FEATURES.index("best_view")])
+        report("stretched global, best view", rows, gt, xs[:, features.index("best_view")])
         report("calibrated, all features", rows, gt, Calibration(tuple(weights), bias)(xs))
         report("the same, refitted without background level", rows, gt,
-               Calibration(tuple(unlevelled[0]), unlevelled[1])(without_level(rows, xs)))
+               Calibration(tuple(unlevelled[0]), unlevelled[1])(without_level(rows, xs, features)))
         for name, keep in ablations.items():
             w, b = fits[name]
             report(name, rows, gt, Calibration(tuple(w), b)(xs[:, keep]))

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from halves import make_halves  # noqa: E402
 
 from copyscope.matching.local_features import LocalSpec  # noqa: E402
-from copyscope.matching.reranking import DEFAULT_NORM, FEATURES, PACKAGED_CALIBRATIONS  # noqa: E402
+from copyscope.matching.reranking import DEFAULT_NORM, FEATURES, MATCH_FEATURES, PACKAGED_CALIBRATIONS  # noqa: E402
 from copyscope.matching.scoring import FittedCalibration  # noqa: E402
 from copyscope.matching.whitening import WhiteningSpec  # noqa: E402
 from copyscope.pipeline.model_spec import ModelSpec, region_model_choice  # noqa: E402
@@ -70,6 +70,9 @@ def main() -> None:
     parser.add_argument("--region-model", default="same", help="`copyscope index --region-model` (default same)")
     parser.add_argument("--whitening", default="collection", choices=("collection", "none"),
                         help="fit for indexes that whiten by their references (default) or for raw descriptors")
+    parser.add_argument("--features", default=None,
+                        help="comma-separated features to fit (default: all a match computes when whitened; without "
+                        f"whitening {','.join(FEATURES)}, so that dedup, which scores raw, can use the calibration)")
     parser.add_argument("--no-holdout", action="store_true", help="fit only; do not report the held-out sets")
     args = parser.parse_args()
     local = LocalSpec.uncompressed() if args.full_local_features else LocalSpec()
@@ -82,7 +85,7 @@ def main() -> None:
     provisional = work / "provisional.json"
     start = PACKAGED_CALIBRATIONS[0]
     whitening = WhiteningSpec().to_dict() if args.whitening == "collection" else None
-    provisional.write_text(json.dumps(FittedCalibration(start.calibration, FEATURES, args.model, local.to_dict(),
+    provisional.write_text(json.dumps(FittedCalibration(start.calibration, start.features, args.model, local.to_dict(),
                                                         DEFAULT_NORM, None, region.name if region else None,
                                                         whitening).to_dict()))
     variant = (f"_regions_{region.name}" if region else "") + ("_raw" if whitening is None else "")
@@ -91,7 +94,8 @@ def main() -> None:
                                        for s in HELD_OUT]
     index = work / f"idx_tune_{TUNING[0][1]}_{TUNING[0][0]}{variant}"
     cmd = [sys.executable, str(Path(__file__).with_name("calibrate.py")), *sets, "--index", str(index),
-           "--out", str(work / "calibration.json")] + (["--holdout", *held] if held else [])
+           "--out", str(work / "calibration.json"), "--features",
+           args.features or ",".join(MATCH_FEATURES if whitening else FEATURES)] + (["--holdout", *held] if held else [])
     subprocess.run(cmd, check=True)
 
 

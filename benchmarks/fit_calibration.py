@@ -94,8 +94,9 @@ def main() -> None:
                                        for s in HELD_OUT]
     index = work / f"idx_tune_{TUNING[0][1]}_{TUNING[0][0]}{variant}"
     cmd = [sys.executable, str(Path(__file__).with_name("calibrate.py")), *sets, "--index", str(index),
-           "--out", str(work / "calibration.json"), "--features",
-           args.features or ",".join(MATCH_FEATURES if whitening else FEATURES)] + (["--holdout", *held] if held else [])
+           "--out", str(work / "calibration.json"),
+           "--features", args.features or ",".join(MATCH_FEATURES if whitening else FEATURES)]
+    cmd += ["--holdout", *held] if held else []
     subprocess.run(cmd, check=True)
 
 

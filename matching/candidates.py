@@ -65,26 +65,42 @@ def top_per_query(query: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
 
 # Two references at least this close are versions of one photo for the margin (resized, re-encoded: SSCD median
 # 0.96 at 3/4 size and JPEG quality 70). Not lower: photos pasted onto one background reach 0.8 to 0.92, and
-# grouping from 0.8 cost the templates tuning set 0.006 micro-AP and 0.024 recall at precision 0.9 (README).
+# grouping from 0.8 cost the tuning sets up to 0.006 micro-AP and 0.024 recall at precision 0.9 (README).
 SAME_PHOTO_COSINE = 0.9
+# Two references verified in boxes of the query that overlap less than this IoU are in different parts of it
+# (a photo pasted into a fifth of another known photo: about 0.2), so neither is the other's rival.
+RIVAL_OVERLAP = 0.5
 
 
-def margin_over_others(query: np.ndarray, score: np.ndarray, version: np.ndarray,
-                       rival: np.ndarray | None = None) -> np.ndarray:
+def box_overlap(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) x0, y0, x1, y1 boxes -> (N, N) intersection over union."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inter = w * h
+    return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+
+
+def margin_over_others(query: np.ndarray, score: np.ndarray, version: np.ndarray, rival: np.ndarray | None = None,
+                       content: np.ndarray | None = None, min_overlap: float = RIVAL_OVERLAP) -> np.ndarray:
     """(P,) query row, score and version label of candidate pairs -> (P,) each pair's score minus the best
-    score of its query's rivals: candidates of another version (less 0, the background level, when there is
-    none). rival: (P,) bool, which candidates may be rivals (None: all). Versions of one photo (the same label)
-    do not compete, so a bank holding two copies of a photo leaves both a margin."""
+    score of its rivals (less 0, the background level, when it has none): the query's candidates of another
+    version, except those verified in another part of the query. rival: (P,) bool, which candidates may be
+    rivals at all (None: all). content: (P, 4) x0, y0, x1, y1 box of the query's verified content of each pair
+    (an empty box: none); two pairs whose boxes overlap by an IoU under min_overlap are apart. Versions of one
+    photo (the same label) do not compete, so a bank holding a photo twice leaves both a margin; nor do two
+    references verified apart, so a photo pasted into another known photo leaves both a margin."""
     score = np.asarray(score, np.float64)
     rival = np.ones(len(score), bool) if rival is None else np.asarray(rival, bool)
     out = score.copy()
-    order = np.lexsort((-score, query))
-    q, s, v, eligible = query[order], score[order], version[order], rival[order]
-    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
-    for a, b in zip(starts, np.r_[starts[1:], len(q)]):
-        sv, ss = v[a:b][eligible[a:b]], s[a:b][eligible[a:b]]
-        if not len(ss):
-            continue
-        second = ss[sv != sv[0]]  # the best rival of another version than the best rival
-        out[order[a:b]] -= np.where(v[a:b] == sv[0], second[0] if len(second) else 0.0, ss[0])
+    order = np.argsort(query, kind="stable")
+    for rows in np.split(order, np.flatnonzero(np.diff(query[order])) + 1):
+        competes = (version[rows][:, None] != version[rows][None, :]) & rival[rows][None, :]
+        if content is not None:
+            box = np.asarray(content, np.float64)[rows]
+            found = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
+            competes &= ~(found[:, None] & found[None, :] & (box_overlap(box) < min_overlap))
+        best = np.where(competes, score[rows][None, :], -np.inf).max(axis=1, initial=-np.inf)
+        out[rows] -= np.where(np.isfinite(best), best, 0.0)
     return out

@@ -26,8 +26,9 @@ LEVEL_RULE = "reference tail"
 DEFAULT_NORM = f"stretch by {LEVEL_RULE}"
 FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_coverage", "reference_coverage",
             "frame_share")
-# What a match also knows of a pair: how far its best view stands above the query's best candidate of another
-# photo (candidates.margin_over_others); pairs of one collection (dedup) have no query side, so FEATURES only.
+# What a match also knows of a pair: how far its best view stands above the query's best rival, a candidate of
+# another photo that no shared frame explains (candidates.margin_over_others); pairs of one collection (dedup)
+# have no query side, so FEATURES only.
 MATCH_FEATURES = FEATURES + ("margin",)
 # Fitted on the candidate pairs of two benchmarks built from the tuning half of ../shared/photos only (templated
 # content, look-alikes: benchmarks/fit_calibration.py, one run per entry); the README reports them on three
@@ -35,9 +36,9 @@ MATCH_FEATURES = FEATURES + ("margin",)
 # its index whitened by its references (matching.whitening), over MATCH_FEATURES; the others score raw
 # descriptors over FEATURES (dedup takes the raw sscd one).
 PACKAGED_CALIBRATIONS = (
-    FittedCalibration(Calibration(weights=(4.074, 7.408, -0.746, 6.839, 0.178, -0.410, -11.499, 19.659), bias=-5.562),
+    FittedCalibration(Calibration(weights=(4.600, 7.923, -0.650, 6.302, 0.101, -0.054, -11.733, 19.125), bias=-5.641),
                       MATCH_FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
-                      Calibration(weights=(8.307, -7.971, -0.519, 7.128, 3.028, -3.220, -5.027, 4.180), bias=-5.921),
+                      Calibration(weights=(8.410, -6.633, -0.471, 6.892, 2.958, -3.192, -5.860, 2.837), bias=-6.085),
                       None, WhiteningSpec().to_dict()),
     FittedCalibration(Calibration(weights=(-1.497, 13.099, -0.088, 4.827, 3.860, -1.474, -10.740), bias=-6.882),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
@@ -122,6 +123,7 @@ def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict], op
     best = opts.normalised(cands.best_score.astype(np.float64), lvl)
     get = lambda key: np.array([e.get(key, 0) for e in evidence], np.float64)  # noqa: E731
     frame_share = get("frame_inliers") / np.maximum(get("inliers") + get("frame_inliers"), 1)
+    content = np.array([e.get("query_box") or (0.0,) * 4 for e in evidence], np.float64).reshape(-1, 4)
     return {
         "whole_image": opts.normalised(whole, lvl),
         "best_view": best,
@@ -132,7 +134,7 @@ def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict], op
         "frame_share": frame_share,
         # a candidate that a shared frame explains is no rival: its similarity is the frame's
         "margin": margin_over_others(cands.query, best, np.arange(len(best)) if version is None else version,
-                                     rival=frame_share < 0.5),
+                                     rival=frame_share < 0.5, content=content),
     }
 
 

@@ -57,17 +57,34 @@ def test_margin_over_others_equals_brute_force_and_lets_versions_of_one_photo_sh
     score = rng.uniform(-0.2, 1.0, 60)
     version = rng.integers(0, 12, 60)
     rival = rng.uniform(size=60) < 0.7
-    for allowed in (None, rival):
-        got = margin_over_others(query, score, version, allowed)
+    corner = rng.uniform(0, 50, (60, 2))
+    content = np.hstack([corner, corner + rng.uniform(0, 50, (60, 2))]) * (rng.uniform(size=(60, 1)) < 0.6)
+
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / union
+
+    def apart(p, o):
+        found = content[p, 2] > content[p, 0] and content[o, 2] > content[o, 0]
+        return found and iou(content[p], content[o]) < 0.5
+
+    for allowed, boxes in ((None, None), (rival, None), (rival, content)):
+        got = margin_over_others(query, score, version, allowed, boxes)
         for p in range(60):
             rivals = [score[o] for o in range(60) if query[o] == query[p] and version[o] != version[p]
-                      and (allowed is None or allowed[o])]
+                      and (allowed is None or allowed[o]) and not (boxes is not None and apart(p, o))]
             assert got[p] == pytest.approx(score[p] - max(rivals, default=0.0))
     # a bank holding two versions of the photo a query copies: both stand out, the other photo does not
     margins = margin_over_others(np.zeros(3, np.int64), np.array([0.9, 0.85, 0.3]), np.array([5, 5, 7]))
     np.testing.assert_allclose(margins, [0.6, 0.55, -0.6])
     alone = margin_over_others(np.zeros(3, np.int64), np.array([0.9, 0.85, 0.3]), np.arange(3))
     assert alone[1] < 0  # counted as two photos, the second version falls below the first
+    # a photo pasted into another known photo: both verified, in different parts of the query
+    pasted = margin_over_others(np.zeros(3, np.int64), np.array([0.9, 0.6, 0.3]), np.arange(3),
+                                content=np.array([[10, 10, 40, 40], [0, 0, 100, 100], [0, 0, 0, 0]], float))
+    np.testing.assert_allclose(pasted, [0.6, 0.3, -0.6])
 
 
 def paste(small: np.ndarray, host: np.ndarray, scale: float, x: int, y: int) -> np.ndarray:
@@ -87,6 +104,7 @@ def paste_set(tmp_path_factory, ray_local):
     Image.fromarray(paste(data.chelsea(), host, 0.55, 300, 330)).save(root / "queries" / "chelsea_pasted.jpg")
     Image.fromarray(np.ascontiguousarray(data.astronaut()[60:400, 100:450])).save(root / "queries" / "crop.jpg")
     Image.fromarray(data.camera()).save(root / "queries" / "unrelated.png")
+    Image.fromarray(paste(data.astronaut(), data.coffee(), 0.45, 20, 20)).save(root / "queries" / "composite.jpg")
     index_folder(root / "refs", root / "idx", ModelSpec("sscd"), settings=SETTINGS, progress=False)
     return root
 
@@ -116,12 +134,21 @@ def test_full_rerank_finds_a_pasted_copy_and_explains_it(paste_set):
     assert x0 >= 280 and y0 >= 310  # the matched region lies in the pasted area
 
 
+def test_a_photo_pasted_into_another_known_photo_is_a_copy_of_both(paste_set):
+    root = paste_set  # the two references are verified in different parts of the query: neither is a rival
+    match_folder(root / "queries", root / "idx", root / "both.csv", k=3, settings=SETTINGS,
+                 explain_path=root / "both.jsonl", progress=False)
+    rows = {r["reference_id"]: r for r in map(json.loads, open(root / "both.jsonl")) if r["query_id"] == "composite"}
+    assert rows["astronaut"]["score"] > 0.9 and rows["coffee"]["score"] > 0.9
+    assert rows["astronaut"]["margin"] > 0 and rows["coffee"]["margin"] > 0
+
+
 def test_rerank_none_gives_raw_global_scores(paste_set):
     root = paste_set
     match_folder(root / "queries", root / "idx", root / "none.csv", k=2, rerank=RerankOptions(mode="none"),
                  settings=SETTINGS, progress=False)
     m = read_matches(root / "none.csv")
-    assert len(m) == 6 and all(-1.0001 <= s <= 1.0001 for _, _, s in m)  # cosines, no calibration
+    assert len(m) == 8 and all(-1.0001 <= s <= 1.0001 for _, _, s in m)  # cosines, no calibration
     best = {}
     for q, r, s in m:
         if s > best.get(q, ("", -2.0))[1]:

@@ -50,7 +50,10 @@ def load_set(spec: str, features: tuple[str, ...] = MATCH_FEATURES):
     containing = containing_queries(Path(gt_csv).with_name("query_meta.csv"))
     y = np.array([(r["query_id"], r["reference_id"]) in truth for r in rows], float)
     contained = y * np.array([r["query_id"] not in containing for r in rows], float)
-    x = np.array([[r.get(f, 0.0) for f in features] for r in rows])
+    missing = sorted({f for r in rows for f in features if f not in r})
+    if missing:
+        raise SystemExit(f"{explain} has no {', '.join(missing)}: match again with this copyscope to fit them")
+    x = np.array([[r[f] for f in features] for r in rows])
     return rows, gt, x, y, contained
 
 

@@ -344,7 +344,7 @@ def _calibration_of(spec: ModelSpec, local: LocalSpec, reference: CopyIndex | No
     if reference is not None:
         fitted = reference.calibration_for(RerankOptions())
         if fitted.whitening is None:
-            return fitted
+            return _pair_calibration(fitted)
         region = reference.region_spec
         given = packaged_calibration(spec.name, local.to_dict(), region.name if region else None)
         if given is None:
@@ -356,7 +356,17 @@ def _calibration_of(spec: ModelSpec, local: LocalSpec, reference: CopyIndex | No
     if fitted is None:
         raise UserError(f"no calibration for model {spec.name!r} with these local features: fit one with "
                         "benchmarks/fit_calibration.py and pass it with --calibration")
-    fitted.check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES)  # raw: whitening None
+    _pair_calibration(fitted).check(spec.name, local.to_dict(), RerankOptions().calibrated_as, FEATURES)  # raw
+    return fitted
+
+
+def _pair_calibration(fitted: FittedCalibration) -> FittedCalibration:
+    """`fitted` if it scores pairs of one collection: over FEATURES, in that order (reranking.either_way_scores;
+    such a pair has no query side, so no margin), else a UserError."""
+    if tuple(fitted.features) != FEATURES:
+        raise UserError(f"dedup scores pairs over the features {', '.join(FEATURES)} (in this order); this "
+                        f"calibration takes {', '.join(fitted.features)}. Fit one with benchmarks/calibrate.py "
+                        f"--features {','.join(FEATURES)} (or benchmarks/fit_calibration.py --whitening none)")
     return fitted
 
 

@@ -94,11 +94,12 @@ def margin_over_others(query: np.ndarray, score: np.ndarray, version: np.ndarray
     score = np.asarray(score, np.float64)
     rival = np.ones(len(score), bool) if rival is None else np.asarray(rival, bool)
     out = score.copy()
+    content = None if content is None else np.asarray(content, np.float64)
     order = np.argsort(query, kind="stable")
     for rows in np.split(order, np.flatnonzero(np.diff(query[order])) + 1):
         competes = (version[rows][:, None] != version[rows][None, :]) & rival[rows][None, :]
         if content is not None:
-            box = np.asarray(content, np.float64)[rows]
+            box = content[rows]
             found = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
             competes &= ~(found[:, None] & found[None, :] & (box_overlap(box) < min_overlap))
         best = np.where(competes, score[rows][None, :], -np.inf).max(axis=1, initial=-np.inf)

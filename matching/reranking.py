@@ -30,15 +30,19 @@ FEATURES = ("whole_image", "best_view", "log_inliers", "inlier_ratio", "query_co
 # another photo that no shared frame explains (candidates.margin_over_others); pairs of one collection (dedup)
 # have no query side, so FEATURES only.
 MATCH_FEATURES = FEATURES + ("margin",)
+# Inliers each of two references needs to count as verified in different parts of the query, so that neither is
+# the other's rival: a photo pasted into another known photo has many (112 and 322 in the README's example); the
+# 5 or 6 that chance or a caption gives a look-alike inside a copy's box must not make it a second copy.
+APART_INLIERS = 20
 # Fitted on the candidate pairs of two benchmarks built from the tuning half of ../shared/photos only (templated
 # content, look-alikes: benchmarks/fit_calibration.py, one run per entry); the README reports them on three
 # benchmarks of the held-out half. reverse: "the reference contains the query". The first is the default: sscd,
 # its index whitened by its references (matching.whitening), over MATCH_FEATURES; the others score raw
 # descriptors over FEATURES (dedup takes the raw sscd one).
 PACKAGED_CALIBRATIONS = (
-    FittedCalibration(Calibration(weights=(4.600, 7.923, -0.650, 6.302, 0.101, -0.054, -11.733, 19.125), bias=-5.641),
+    FittedCalibration(Calibration(weights=(4.071, 7.412, -0.748, 6.845, 0.180, -0.406, -11.504, 19.659), bias=-5.562),
                       MATCH_FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
-                      Calibration(weights=(8.410, -6.633, -0.471, 6.892, 2.958, -3.192, -5.860, 2.837), bias=-6.085),
+                      Calibration(weights=(8.310, -7.963, -0.519, 7.130, 3.027, -3.219, -5.188, 4.173), bias=-5.923),
                       None, WhiteningSpec().to_dict()),
     FittedCalibration(Calibration(weights=(-1.497, 13.099, -0.088, 4.827, 3.860, -1.474, -10.740), bias=-6.882),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
@@ -115,16 +119,16 @@ class RerankOptions:
 
 def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict], opts: RerankOptions,
                   version: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Named (P,) features (MATCH_FEATURES) of candidate pairs, for calibration and --explain. version: (P,)
-    label of the photo each reference is a version of (shared_frames.duplicate_groups; None: every reference
-    its own photo)."""
+    """Named (P,) features of candidate pairs, for calibration and --explain: FEATURES, and the margin
+    (MATCH_FEATURES) when `version` is given: (P,) label of the photo each reference is a version of
+    (shared_frames.duplicate_groups). Pairs of one collection (dedup) and a match without verification (rerank
+    "none") have no version, so no margin."""
     lvl = level[cands.query].astype(np.float64)
     whole = np.where(np.isfinite(cands.whole_score), cands.whole_score, lvl)
     best = opts.normalised(cands.best_score.astype(np.float64), lvl)
     get = lambda key: np.array([e.get(key, 0) for e in evidence], np.float64)  # noqa: E731
     frame_share = get("frame_inliers") / np.maximum(get("inliers") + get("frame_inliers"), 1)
-    content = np.array([e.get("query_box") or (0.0,) * 4 for e in evidence], np.float64).reshape(-1, 4)
-    return {
+    features = {
         "whole_image": opts.normalised(whole, lvl),
         "best_view": best,
         "log_inliers": np.log1p(get("inliers")),
@@ -132,10 +136,16 @@ def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict], op
         "query_coverage": get("query_coverage"),
         "reference_coverage": get("reference_coverage"),
         "frame_share": frame_share,
-        # a candidate that a shared frame explains is no rival: its similarity is the frame's
-        "margin": margin_over_others(cands.query, best, np.arange(len(best)) if version is None else version,
-                                     rival=frame_share < 0.5, content=content),
     }
+    if version is None:
+        return features
+    strong = get("inliers") >= APART_INLIERS
+    content = np.array([e.get("query_box") or (0.0,) * 4 for e in evidence], np.float64).reshape(-1, 4)
+    content[~strong] = 0.0
+    # a candidate that a shared frame explains is no rival (its similarity is the frame's), nor one verified
+    # strongly in another part of the query
+    return features | {"margin": margin_over_others(cands.query, best, version, rival=frame_share < 0.5,
+                                                    content=content)}
 
 
 def _stacked(features: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES, swap: bool = False) -> np.ndarray:
@@ -148,8 +158,8 @@ def _stacked(features: dict[str, np.ndarray], names: tuple[str, ...] = FEATURES,
 
 def directional_scores(features: dict[str, np.ndarray], fitted: FittedCalibration) -> tuple[np.ndarray, np.ndarray]:
     """(P,) scores of "the query contains a copy of the reference" and of "the reference contains the query"
-    (its own calibration, or the first with the roles swapped when the record has none), over the features the
-    calibration names."""
+    (its own calibration, or the first with the roles swapped when the record has none: the margin stays the
+    query's), over the features the calibration names."""
     x = _stacked(features, fitted.features)
     reverse = (fitted.reverse(x) if fitted.reverse is not None
                else fitted.calibration(_stacked(features, fitted.features, swap=True)))

@@ -122,6 +122,8 @@ class FittedCalibration:
             wrong.append("features")
         if wrong:
             detail = "; ".join(f"{k}: fitted for {fitted[k]!r}, used with {wanted[k]!r}" for k in wrong)
+            if "features" in wrong:
+                detail += f" (this use cannot compute {', '.join(sorted(set(self.features) - set(features)))})"
             raise CalibrationMismatch(
                 f"the index's calibration does not fit this use ({detail}). Fit one for these settings with "
                 "benchmarks/calibrate.py --out calibration.json and build the index with "

@@ -488,7 +488,8 @@ class CopyIndex:
         """Full re-ranking in two passes: whole images first; a query whose best score is >= rerank.settle is
         decided there, the others get their regions embedded (one batch pass) and are matched again over
         every view, their first-pass verifications reused. An undecided query's result equals the one-pass
-        result; a decided one's lacks only candidates that its regions alone would have found."""
+        result; a decided one's lacks candidates that its regions alone would have found, and its margins
+        count no rival found only by a region."""
         first = self.embed_queries(images, runner, regions=0, local=True, full_size=True,
                                    progress=_stage(progress, "embed"))
         verified: dict[tuple[str, int], dict] = {}
@@ -644,7 +645,8 @@ class CopyIndex:
                    "best_view_box": views.view_box[cands.view[p]].tolist(),
                    "background_level": float(level[cands.query[p]])}
             shown = {key: value for key, value in evidence[p].items() if key != INLIERS}
-            explain.append(row | {name: float(features[name][p]) for name in MATCH_FEATURES} | shown)
+            explain.append(row | {name: float(features[name][p]) for name in MATCH_FEATURES if name in features}
+                           | shown)
         return MatchResult(
             query=[e["query_id"] for e in explain], reference=[e["reference_id"] for e in explain],
             reference_id=cands.reference[keep] if cands is not None else np.empty(0, np.int64),

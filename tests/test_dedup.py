@@ -18,7 +18,7 @@ from copyscope.jobs.dedup import DedupOptions, dedup_folder
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.jobs.index import index_folder
 from copyscope.matching.local_features import LocalSpec
-from copyscope.matching.reranking import packaged_calibration
+from copyscope.matching.reranking import FEATURES, MATCH_FEATURES, packaged_calibration
 from copyscope.matching.scoring import Calibration
 from copyscope.pipeline.model_spec import ModelSpec
 
@@ -328,3 +328,15 @@ def test_a_screenshot_of_a_reference_is_scored_by_its_content(tmp_path, monkeypa
     monkeypatch.setattr(dedup_job, "_looked_closer", lambda scored, *args: scored)
     without, _ = link_score(tmp_path / "plain")
     assert without < DedupOptions().act_threshold <= score
+
+
+@pytest.mark.parametrize("features", [FEATURES[::-1], MATCH_FEATURES])
+def test_a_calibration_dedup_cannot_score_in_order_is_a_clear_error(features, tmp_path, capsys):
+    fitted = packaged_calibration(SPEC.name, LocalSpec().to_dict())
+    calibration = Calibration((0.5,) * len(features), 0.0)
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(dataclasses.replace(fitted, calibration=calibration, features=features,
+                                                   reverse=calibration).to_dict()))
+    (tmp_path / "photos").mkdir()
+    assert cli_dedup(tmp_path / "photos", tmp_path / "out", "--calibration", path) == 1
+    assert "dedup scores pairs over the features" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from copyscope.jobs.cli import main
 from copyscope.jobs.index import index_folder
 from copyscope.jobs.match import match_folder
 from copyscope.matching.local_features import LocalSpec
-from copyscope.matching.reranking import FEATURES, RerankOptions
+from copyscope.matching.reranking import RerankOptions
 from copyscope.matching.scoring import CalibrationMismatch, FittedCalibration
 from copyscope.pipeline.embedding import EmbedSettings
 from copyscope.pipeline.engine import CopyIndex
@@ -97,7 +97,6 @@ def test_two_versions_of_a_photo_in_the_index_both_stand_out_for_its_copy(tmp_pa
     assert margin["coffee"] > 0 and margin["coffee_small"] > 0  # neither is the other's rival
     rival = max(b for name, b in best.items() if not name.startswith("coffee"))
     assert margin["coffee_small"] == pytest.approx(best["coffee_small"] - rival)
-
 
 
 @pytest.mark.parametrize("spec", [SPEC, ModelSpec("sscd")])  # sscd: whitened by its references

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from copyscope.matching.index import SearchIndex
-from copyscope.matching.reranking import DEFAULT_NORM, FEATURES, PACKAGED_CALIBRATIONS
+from copyscope.matching.reranking import DEFAULT_NORM, PACKAGED_CALIBRATIONS
 from copyscope.matching.scoring import CalibrationMismatch, FittedCalibration
 from copyscope.matching.whitening import REFIT_MIN, Whitening, WhiteningSpec, fit_whitening
 from copyscope.pipeline.catalog import Reference

@@ -7,9 +7,9 @@ Fits two logistic calibrations on the labelled candidate pairs of every tuning s
 query contains a copy of the reference" (the ground truth), and the reverse score, "the reference contains the
 query" (a copy whose edits add no foreign content: none of CONTAINING_EDITS in its query_meta.csv chain).
 Both are printed in the order of --features (default MATCH_FEATURES) for matching.reranking.PACKAGED_CALIBRATIONS
-and, with --out, written as the JSON that `copyscope index --calibration` takes. Then the main fit without each feature, and micro-AP, recall
-at precision 0.9, recall@1, the expected calibration error and precision / recall at scores >= 0.5 and 0.9 of
-several scorings of each set's pairs, held-out sets (not fitted on) included.
+and, with --out, written as the JSON that `copyscope index --calibration` takes. Then the main fit without each
+feature, and micro-AP, recall at precision 0.9, recall@1, the expected calibration error and precision / recall
+at scores >= 0.5 and 0.9 of several scorings of each set's pairs, held-out sets (not fitted on) included.
 """
 
 from __future__ import annotations

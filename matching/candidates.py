@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from copyscope.descriptors.regions import box_iou
+
 
 @dataclass(frozen=True)
 class QueryViews:
@@ -72,16 +74,6 @@ SAME_PHOTO_COSINE = 0.9
 RIVAL_OVERLAP = 0.5
 
 
-def box_overlap(boxes: np.ndarray) -> np.ndarray:
-    """(N, 4) x0, y0, x1, y1 boxes -> (N, N) intersection over union."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    inter = w * h
-    return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
-
-
 def margin_over_others(query: np.ndarray, score: np.ndarray, version: np.ndarray, rival: np.ndarray | None = None,
                        content: np.ndarray | None = None, min_overlap: float = RIVAL_OVERLAP) -> np.ndarray:
     """(P,) query row, score and version label of candidate pairs -> (P,) each pair's score minus the best
@@ -101,7 +93,7 @@ def margin_over_others(query: np.ndarray, score: np.ndarray, version: np.ndarray
         if content is not None:
             box = content[rows]
             found = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
-            competes &= ~(found[:, None] & found[None, :] & (box_overlap(box) < min_overlap))
+            competes &= ~(found[:, None] & found[None, :] & (box_iou(box, box) < min_overlap))
         best = np.where(competes, score[rows][None, :], -np.inf).max(axis=1, initial=-np.inf)
         out[rows] -= np.where(np.isfinite(best), best, 0.0)
     return out

@@ -127,11 +127,12 @@ def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict], op
     whole = np.where(np.isfinite(cands.whole_score), cands.whole_score, lvl)
     best = opts.normalised(cands.best_score.astype(np.float64), lvl)
     get = lambda key: np.array([e.get(key, 0) for e in evidence], np.float64)  # noqa: E731
-    frame_share = get("frame_inliers") / np.maximum(get("inliers") + get("frame_inliers"), 1)
+    inliers = get("inliers")
+    frame_share = get("frame_inliers") / np.maximum(inliers + get("frame_inliers"), 1)
     features = {
         "whole_image": opts.normalised(whole, lvl),
         "best_view": best,
-        "log_inliers": np.log1p(get("inliers")),
+        "log_inliers": np.log1p(inliers),
         "inlier_ratio": get("inlier_ratio"),
         "query_coverage": get("query_coverage"),
         "reference_coverage": get("reference_coverage"),
@@ -139,7 +140,7 @@ def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict], op
     }
     if version is None:
         return features
-    strong = get("inliers") >= APART_INLIERS
+    strong = inliers >= APART_INLIERS
     content = np.array([e.get("query_box") or (0.0,) * 4 for e in evidence], np.float64).reshape(-1, 4)
     content[~strong] = 0.0
     # a candidate that a shared frame explains is no rival (its similarity is the frame's), nor one verified

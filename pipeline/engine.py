@@ -549,13 +549,14 @@ class CopyIndex:
             found = self._verify(views, cands, chosen, queries.local, runner, rerank, _stage(progress, "verify"),
                                  {} if verified is None else verified)
             ignored = self._ignored_points(views, queries.local, ignore, runner, rerank) if ignore else {}
+            vectors = self.catalog.embeddings_of(np.unique(cands.reference).tolist())  # one read for both groupings
             keys = list(found)
             found = dict(zip(keys, discount_frames(keys, [found[key] for key in keys], sides=("query",),
-                                                   ignored=ignored, partner_of=self._partners(keys))))
+                                                   ignored=ignored, partner_of=self._partners(keys, vectors))))
             for p in chosen:
                 evidence[p] = found.get((views.ids[cands.query[p]], int(cands.reference[p])), {})
             every = [(views.ids[q], int(r)) for q, r in zip(cands.query, cands.reference)]
-            partner = self._partners(every, SAME_PHOTO_COSINE)
+            partner = self._partners(every, vectors, SAME_PHOTO_COSINE)
             version = np.array([partner.get(key, key[1]) for key in every], np.int64)
         features = pair_features(cands, level, evidence, rerank, version)
         if rerank.mode == "none":
@@ -567,12 +568,13 @@ class CopyIndex:
         keep = keep[np.lexsort((-score[keep], cands.query[keep]))]
         return self._result(keep, views, cands, features, evidence, score, reverse, queries.failures, level)
 
-    def _partners(self, pairs: list[tuple[str, int]],
+    @staticmethod
+    def _partners(pairs: list[tuple[str, int]], vectors: dict[int, np.ndarray],
                   min_cosine: float = DUPLICATE_COSINE) -> dict[tuple[str, int], int]:
-        """(query, reference id) pairs -> the partner each counts as: per query, its candidates that are versions
-        of one photo (shared_frames.duplicate_groups at `min_cosine`) count as one, the smallest id. For frame
-        keypoints (DUPLICATE_COSINE) and for the margin's rivals (candidates.SAME_PHOTO_COSINE)."""
-        vectors = self.catalog.embeddings_of(r for _, r in pairs)
+        """(query, reference id) pairs and {id: (D,) descriptor} -> the partner each counts as: per query, its
+        candidates that are versions of one photo (shared_frames.duplicate_groups at `min_cosine`) count as one,
+        the smallest id. For frame keypoints (DUPLICATE_COSINE) and for the margin's rivals
+        (candidates.SAME_PHOTO_COSINE)."""
         by_query: dict[str, list[int]] = {}
         for q, r in pairs:
             by_query.setdefault(q, []).append(r)

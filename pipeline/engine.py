@@ -167,7 +167,8 @@ class CopyIndex:
 
     @classmethod
     def open_or_create(cls, directory: str | os.PathLike, spec: ModelSpec, **create_options) -> CopyIndex:
-        """Open `directory` if it holds an index made with `spec` and the same settings, else create it."""
+        """Open `directory` if it holds an index made with `spec` and the same settings, else create it.
+        whitening=True allows a raw index (one whose calibration was fitted raw); False refuses a whitened one."""
         if not is_index_dir(directory):
             return cls.create(directory, spec, **create_options)
         engine = cls.open(directory)
@@ -180,6 +181,9 @@ class CopyIndex:
             if engine.manifest.get(key) != value:  # an index made before region models has none: the model's
                 raise UserError(f"{directory} was built with {key} {engine.manifest.get(key)!r}, not {value!r}: "
                                 "use another --out, or delete the folder to rebuild it")
+        if not create_options.get("whitening", True) and engine.manifest.get("whitening") is not None:
+            raise UserError(f"{directory} whitens its descriptors (its calibration was fitted so), not raw as asked: "
+                            "use another --out, or delete the folder to rebuild it")
         return engine
 
     def save(self) -> None:

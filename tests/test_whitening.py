@@ -178,4 +178,9 @@ def test_index_whitening_none_keeps_a_raw_index(tmp_path, capsys):
         assert main(["index", str(tmp_path / "refs"), "--out", str(out), "--whitening", whitening, "--ray", "off",
                      "--quiet"]) == 0
         assert read_manifest(out)["whitening"] == expected
+    assert main(["index", str(tmp_path / "refs"), "--out", str(tmp_path / "idx_collection"), "--whitening", "none",
+                 "--ray", "off", "--quiet"]) == 1  # a whitened index is not grown as a raw one
+    assert "whitens its descriptors" in capsys.readouterr().err
+    assert main(["index", str(tmp_path / "refs"), "--out", str(tmp_path / "idx_none"), "--ray", "off",
+                 "--quiet"]) == 0  # a raw index grows with the default options
     capsys.readouterr()

@@ -79,17 +79,19 @@ def margin_over_others(query: np.ndarray, score: np.ndarray, version: np.ndarray
     """(P,) query row, score and version label of candidate pairs -> (P,) each pair's score minus the best
     score of its rivals (less 0, the background level, when it has none): the query's candidates of another
     version, except those verified in another part of the query. rival: (P,) bool, which candidates may be
-    rivals at all (None: all). content: (P, 4) x0, y0, x1, y1 box of the query's verified content of each pair
-    (an empty box: none); two pairs whose boxes overlap by an IoU under min_overlap are apart. Versions of one
-    photo (the same label) do not compete, so a bank holding a photo twice leaves both a margin; nor do two
-    references verified apart, so a photo pasted into another known photo leaves both a margin."""
+    rivals of the candidates it marks (None: all); a candidate it does not mark has every other as a rival
+    (a frame-explained candidate stands out from nothing: its siblings in the frame are as close). content:
+    (P, 4) x0, y0, x1, y1 box of the query's verified content of each pair (an empty box: none); two pairs
+    whose boxes overlap by an IoU under min_overlap are apart. Versions of one photo (the same label) do not
+    compete, so a bank holding a photo twice leaves both a margin; nor do two references verified apart, so a
+    photo pasted into another known photo leaves both a margin."""
     score = np.asarray(score, np.float64)
     rival = np.ones(len(score), bool) if rival is None else np.asarray(rival, bool)
     out = score.copy()
     content = None if content is None else np.asarray(content, np.float64)
     order = np.argsort(query, kind="stable")
     for rows in np.split(order, np.flatnonzero(np.diff(query[order])) + 1):
-        competes = (version[rows][:, None] != version[rows][None, :]) & rival[rows][None, :]
+        competes = (version[rows][:, None] != version[rows][None, :]) & (rival[rows][None, :] | ~rival[rows][:, None])
         if content is not None:
             box = content[rows]
             found = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])

@@ -74,7 +74,8 @@ def test_margin_over_others_equals_brute_force_and_lets_versions_of_one_photo_sh
         got = margin_over_others(query, score, version, allowed, boxes)
         for p in range(60):
             rivals = [score[o] for o in range(60) if query[o] == query[p] and version[o] != version[p]
-                      and (allowed is None or allowed[o]) and not (boxes is not None and apart(p, o))]
+                      and (allowed is None or allowed[o] or not allowed[p])
+                      and not (boxes is not None and apart(p, o))]
             assert got[p] == pytest.approx(score[p] - max(rivals, default=0.0))
     # a bank holding two versions of the photo a query copies: both stand out, the other photo does not
     margins = margin_over_others(np.zeros(3, np.int64), np.array([0.9, 0.85, 0.3]), np.array([5, 5, 7]))
@@ -85,6 +86,11 @@ def test_margin_over_others_equals_brute_force_and_lets_versions_of_one_photo_sh
     pasted = margin_over_others(np.zeros(3, np.int64), np.array([0.9, 0.6, 0.3]), np.arange(3),
                                 content=np.array([[10, 10, 40, 40], [0, 0, 100, 100], [0, 0, 0, 0]], float))
     np.testing.assert_allclose(pasted, [0.6, 0.3, -0.6])
+    # a query in a shared background: its candidates are siblings that the frame explains; a frame-explained
+    # one does not stand out from them, and a candidate of content is not held back by them
+    framed = margin_over_others(np.zeros(3, np.int64), np.array([0.7, 0.68, 0.4]), np.arange(3),
+                                rival=np.array([False, False, True]))
+    np.testing.assert_allclose(framed, [0.02, -0.02, 0.4])
 
 
 def paste(small: np.ndarray, host: np.ndarray, scale: float, x: int, y: int) -> np.ndarray:

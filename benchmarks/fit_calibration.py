@@ -32,8 +32,9 @@ from copyscope.pipeline.model_spec import ModelSpec, region_model_choice  # noqa
 
 TEMPLATES = ["--templates", "3"]  # 3 screenshot frames, 3 meme styles, 3 shared backgrounds, 20 photos each
 # (name, seed, benchmark make options)
-TUNING = (("tl", 11, TEMPLATES + ["--lookalikes"]), ("t", 12, TEMPLATES))
-HELD_OUT = (("t", 21, TEMPLATES), ("tl", 21, TEMPLATES + ["--lookalikes"]), ("plain", 21, []))
+TUNING = (("tl", 11, TEMPLATES + ["--lookalikes"]), ("t", 12, TEMPLATES), ("l", 13, ["--lookalikes"]))
+HELD_OUT = (("t", 21, TEMPLATES), ("tl", 21, TEMPLATES + ["--lookalikes"]), ("l", 21, ["--lookalikes"]),
+            ("plain", 21, []))
 
 
 def copyscope(*args: str) -> None:

@@ -34,15 +34,15 @@ MATCH_FEATURES = FEATURES + ("margin",)
 # the other's rival: a photo pasted into another known photo has many (112 and 322 in the README's example); the
 # 5 or 6 that chance or a caption gives a look-alike inside a copy's box must not make it a second copy.
 APART_INLIERS = 20
-# Fitted on the candidate pairs of two benchmarks built from the tuning half of ../shared/photos only (templated
-# content, look-alikes: benchmarks/fit_calibration.py, one run per entry); the README reports them on three
-# benchmarks of the held-out half. reverse: "the reference contains the query". The first is the default: sscd,
+# Fitted on the candidate pairs of benchmarks built from the tuning half of ../shared/photos only (templated
+# content, look-alikes: benchmarks/fit_calibration.py, one run per entry; the first on three, the others on the
+# first two); the README reports them on benchmarks of the held-out half. reverse: "the reference contains the query". The first is the default: sscd,
 # its index whitened by its references (matching.whitening), over MATCH_FEATURES; the others score raw
 # descriptors over FEATURES (dedup takes the raw sscd one).
 PACKAGED_CALIBRATIONS = (
-    FittedCalibration(Calibration(weights=(4.071, 7.412, -0.748, 6.845, 0.180, -0.406, -11.504, 19.659), bias=-5.562),
+    FittedCalibration(Calibration(weights=(2.704, 1.577, -0.897, 7.629, -0.254, 1.664, -5.707, 18.945), bias=-5.037),
                       MATCH_FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
-                      Calibration(weights=(8.310, -7.963, -0.519, 7.130, 3.027, -3.219, -5.188, 4.173), bias=-5.923),
+                      Calibration(weights=(7.513, -6.462, -0.760, 6.998, 4.505, -3.801, -5.121, 4.493), bias=-5.372),
                       None, WhiteningSpec().to_dict()),
     FittedCalibration(Calibration(weights=(-1.497, 13.099, -0.088, 4.827, 3.860, -1.474, -10.740), bias=-6.882),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
@@ -143,8 +143,8 @@ def pair_features(cands: Candidates, level: np.ndarray, evidence: list[dict], op
     strong = inliers >= APART_INLIERS
     content = np.array([e.get("query_box") or (0.0,) * 4 for e in evidence], np.float64).reshape(-1, 4)
     content[~strong] = 0.0
-    # a candidate that a shared frame explains is no rival (its similarity is the frame's), nor one verified
-    # strongly in another part of the query
+    # a candidate that a shared frame explains is no rival of one of content (its similarity is the frame's), but
+    # has every other as a rival; and a candidate verified strongly in another part of the query is no rival
     return features | {"margin": margin_over_others(cands.query, best, version, rival=frame_share < 0.5,
                                                     content=content)}
 

@@ -36,9 +36,9 @@ MATCH_FEATURES = FEATURES + ("margin",)
 APART_INLIERS = 20
 # Fitted on the candidate pairs of benchmarks built from the tuning half of ../shared/photos only (templated
 # content, look-alikes: benchmarks/fit_calibration.py, one run per entry; the first on three, the others on the
-# first two); the README reports them on benchmarks of the held-out half. reverse: "the reference contains the query". The first is the default: sscd,
-# its index whitened by its references (matching.whitening), over MATCH_FEATURES; the others score raw
-# descriptors over FEATURES (dedup takes the raw sscd one).
+# first two); the README reports them on benchmarks of the held-out half. reverse: "the reference contains the
+# query". The first is the default: sscd, its index whitened by its references (matching.whitening), over
+# MATCH_FEATURES; the others score raw descriptors over FEATURES (dedup takes the raw sscd one).
 PACKAGED_CALIBRATIONS = (
     FittedCalibration(Calibration(weights=(2.704, 1.577, -0.897, 7.629, -0.254, 1.664, -5.707, 18.945), bias=-5.037),
                       MATCH_FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,

@@ -7,9 +7,10 @@ look-alike distractors, so the fit sees distractors harder and more varied than 
 added to them made the fit less cautious: held-out precision at 0.5 fell from 0.95 to 0.86 with look-alikes).
 Indexes their references with the model and the default local features, runs the default `match --explain`
 (k = 10 = the verified candidates, so the explain rows are every verified candidate whatever the scores), and
-fits both calibrations (the score and the reverse score) on those pairs with benchmarks/calibrate.py, which writes WORK/calibration.json for `copyscope index --calibration` and prints the
-PACKAGED_CALIBRATIONS lines. The sets of HELD_OUT, from the held-out half (never fitted on), are reported
-beside them (--no-holdout skips them). Each step is skipped when its output exists, so a rerun resumes.
+fits both calibrations (the score and the reverse score) on those pairs with benchmarks/calibrate.py, which
+writes WORK/calibration.json for `copyscope index --calibration` and prints the PACKAGED_CALIBRATIONS lines.
+The sets of HELD_OUT, from the held-out half (never fitted on), are reported beside them (--no-holdout skips
+them). Each step is skipped when its output exists, so a rerun resumes.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def margin_over_others(query: np.ndarray, score: np.ndarray, version: np.ndarray
     content = None if content is None else np.asarray(content, np.float64)
     order = np.argsort(query, kind="stable")
     for rows in np.split(order, np.flatnonzero(np.diff(query[order])) + 1):
-        competes = (version[rows][:, None] != version[rows][None, :]) & (rival[rows][None, :] | ~rival[rows][:, None])
+        label, may = version[rows], rival[rows]
+        competes = (label[:, None] != label[None, :]) & (may[None, :] | ~may[:, None])
         if content is not None:
             box = content[rows]
             found = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])

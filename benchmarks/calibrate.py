@@ -2,6 +2,7 @@
 
     copyscope match QUERIES --index IDX --background BG --explain explain.jsonl --out m.csv
     .venv/bin/python benchmarks/calibrate.py explain.jsonl:ground_truth.csv [more ...] [--holdout e.jsonl:gt.csv]
+    .venv/bin/python benchmarks/calibrate.py SETS... --leave-one-out   # each set scored by a fit on the others
 
 Fits two logistic calibrations on the labelled candidate pairs of every tuning set given: the score, "the
 query contains a copy of the reference" (the ground truth), and the reverse score, "the reference contains the
@@ -10,6 +11,9 @@ Both are printed in the order of --features (default MATCH_FEATURES) for matchin
 and, with --out, written as the JSON that `copyscope index --calibration` takes. Then the main fit without each
 feature, and micro-AP, recall at precision 0.9, recall@1, the expected calibration error and precision / recall
 at scores >= 0.5 and 0.9 of several scorings of each set's pairs, held-out sets (not fitted on) included.
+--leave-one-out scores each tuning set by a fit on the other ones instead (a choice of features or L2 judged
+without the held-out half), beside the ceiling that no score can pass: the set's copies among the candidates,
+and among those verified by 4 or more inliers.
 """
 
 from __future__ import annotations
@@ -77,6 +81,19 @@ def report(name: str, rows, gt, score) -> None:
     print(line)
 
 
+def leave_one_out(specs: list[str], sets: list, l2: float) -> None:
+    """Report each set of `sets` (load_set) scored by the calibration fitted on the others, and its ceiling."""
+    for i, (spec, (rows, gt, x, y, _)) in enumerate(zip(specs, sets)):
+        others = [s for j, s in enumerate(sets) if j != i]
+        weights, bias = fit_logistic(np.concatenate([s[2] for s in others]), np.concatenate([s[3] for s in others]),
+                                     l2=l2)
+        verified = y.astype(bool) & (np.array([r.get("inliers", 0) for r in rows]) >= 4)
+        copies = int(gt.has_copy.sum())
+        print(f"{spec}\n  ceiling: of {copies} copies {int(y.sum())} are candidates ({y.sum() / copies:.3f}), "
+              f"{int(verified.sum())} with >= 4 inliers ({verified.sum() / copies:.3f})")
+        report("fitted on the other sets", rows, gt, Calibration(tuple(weights), bias)(x))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sets", nargs="+", help="explain.jsonl:ground_truth.csv")
@@ -88,16 +105,22 @@ def main() -> None:
     parser.add_argument("--features", default=",".join(MATCH_FEATURES),
                         help=f"comma-separated features to fit (default: all a match computes; {','.join(FEATURES)} "
                         "for a calibration dedup can use too)")
+    parser.add_argument("--leave-one-out", action="store_true",
+                        help="only score each set by a fit on the others (at least two sets; no --out)")
     parser.add_argument("--out", default=None, help="write the calibration here (JSON for `copyscope index "
                         "--calibration`; needs --index)")
     args = parser.parse_args()
     if args.out and not args.index:
         parser.error("--out needs --index")
+    if args.leave_one_out and (args.out or len(args.sets) < 2):
+        parser.error("--leave-one-out needs two or more sets and writes no calibration")
     features = tuple(args.features.split(","))
     unknown = set(features) - set(MATCH_FEATURES)
     if unknown or not {"best_view", "whole_image"} <= set(features):
         parser.error(f"--features: choose among {', '.join(MATCH_FEATURES)}, best_view and whole_image included")
     sets = [load_set(s, features) for s in args.sets]
+    if args.leave_one_out:
+        return leave_one_out(args.sets, sets, args.l2)
     held = [load_set(s, features) for s in args.holdout]
     x = np.concatenate([s[2] for s in sets])
     y = np.concatenate([s[3] for s in sets])

@@ -120,7 +120,8 @@ def main() -> None:
         parser.error(f"--features: choose among {', '.join(MATCH_FEATURES)}, best_view and whole_image included")
     sets = [load_set(s, features) for s in args.sets]
     if args.leave_one_out:
-        return leave_one_out(args.sets, sets, args.l2)
+        leave_one_out(args.sets, sets, args.l2)
+        return
     held = [load_set(s, features) for s in args.holdout]
     x = np.concatenate([s[2] for s in sets])
     y = np.concatenate([s[3] for s in sets])

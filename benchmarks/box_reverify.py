@@ -21,22 +21,20 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibrate import load_set  # noqa: E402
+from calibrate import FEW_INLIERS, load_set  # noqa: E402
 
-from copyscope.matching.verification import verify_images  # noqa: E402
+from copyscope.descriptors.regions import crop_boxes  # noqa: E402
+from copyscope.matching.local_features import extract_local_features, extract_query_features  # noqa: E402
+from copyscope.matching.verification import verify_images, verify_pair  # noqa: E402
+from copyscope.pipeline.decode import decode_image  # noqa: E402
 
-FEW_INLIERS = 4
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+LARGE = {"max_side": 1024, "max_keypoints": 2000}  # the whole query described larger
 
 
 def box_view(image: np.ndarray, box: list[float], side: int) -> np.ndarray:
     """(H, W, 3) image -> its (x0, y0, x1, y1) box upscaled so that its long side is `side` (the whole image when
     the box is under 16 pixels a side)."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    view = image[y0:y1, x0:x1]
+    view = crop_boxes(image, np.array(box, int))[0]
     if min(view.shape[:2]) < 16:
         return image
     scale = side / max(view.shape[:2])
@@ -60,15 +58,17 @@ def main() -> None:
             wrong = [row for row, is_copy in pairs if not is_copy]
             if not missed:
                 continue
-            query = read_rgb(bench / "queries" / f"{query_id}.jpg")
+            query = decode_image(bench / "queries" / f"{query_id}.jpg")
+            large_query, large_mirrored = extract_query_features(query, **LARGE)
             strongest = max(wrong, key=lambda r: r["best_view_score"], default=None)
             for kind, row in (("missed copy", missed[0]), ("strongest wrong candidate", strongest)):
                 if row is None:
                     continue
-                reference = read_rgb(bench / "references" / f"{row['reference_id']}.jpg")
+                reference = decode_image(bench / "references" / f"{row['reference_id']}.jpg")
                 boxed = verify_images(box_view(query, row["best_view_box"], args.side), reference,
                                       max_side=args.side).inliers
-                large = verify_images(query, reference, max_side=1024, max_keypoints=2000).inliers
+                large = verify_pair(large_query, extract_local_features(reference, **LARGE),
+                                    mirrored=large_mirrored).inliers
                 found[kind].append((row.get("inliers", 0), boxed, large))
     print(f"pairs of queries whose copy is a candidate with < {FEW_INLIERS} inliers; inliers of each way "
           "(>= 8 / >= 12 / max)")

@@ -34,6 +34,8 @@ from copyscope.pipeline.index_files import read_manifest
 
 # Edits that put the reference inside foreign content: the query then contains the reference, not the reverse.
 CONTAINING_EDITS = ("paste_into", "screenshot", "meme", "overlay_photo")
+# Inliers a pair needs to count as verified in the ceiling of --leave-one-out.
+FEW_INLIERS = 4
 
 
 def containing_queries(meta_csv: Path) -> set[str]:
@@ -87,10 +89,10 @@ def leave_one_out(specs: list[str], sets: list, l2: float) -> None:
         others = [s for j, s in enumerate(sets) if j != i]
         weights, bias = fit_logistic(np.concatenate([s[2] for s in others]), np.concatenate([s[3] for s in others]),
                                      l2=l2)
-        verified = y.astype(bool) & (np.array([r.get("inliers", 0) for r in rows]) >= 4)
+        verified = y.astype(bool) & (np.array([r.get("inliers", 0) for r in rows]) >= FEW_INLIERS)
         copies = int(gt.has_copy.sum())
         print(f"{spec}\n  ceiling: of {copies} copies {int(y.sum())} are candidates ({y.sum() / copies:.3f}), "
-              f"{int(verified.sum())} with >= 4 inliers ({verified.sum() / copies:.3f})")
+              f"{int(verified.sum())} with >= {FEW_INLIERS} inliers ({verified.sum() / copies:.3f})")
         report("fitted on the other sets", rows, gt, Calibration(tuple(weights), bias)(x))
 
 

@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=_settle, default=DEFAULT_SETTLE, metavar="SCORE|off",
                    help=f"with --rerank full, a query whose whole image scores >= SCORE is decided without region "
                         f"search (default {DEFAULT_SETTLE}); off: search the regions of every query")
+    p.add_argument("--no-second-look", dest="second_look", action="store_false",
+                   help="do not verify again, closer, the best region view of a query with no candidate verified")
     p.add_argument("--explain", default=None, help="write every match's evidence as JSON lines here")
     p.add_argument("--descriptors", default=None,
                    help="Parquet file or folder of precomputed query embeddings (columns id, embedding); --rerank none")
@@ -299,7 +301,8 @@ def run_match(args) -> dict:
     summary = match_folder(args.query_dir, args.index, args.out, k=args.k, rerank=RerankOptions(
                                mode=args.rerank, regions=args.regions, region_size=args.region_size,
                                verify_top=args.verify_top,
-                               score_norm=args.score_norm, beta=args.beta, settle=args.settle),
+                               score_norm=args.score_norm, beta=args.beta, settle=args.settle,
+                               second_look=args.second_look),
                            background_dir=args.background, ignore_dir=args.ignore, explain_path=args.explain,
                            settings=_settings(args, device),
                            use_gpu=device.startswith("cuda") and gpu_search_available(),

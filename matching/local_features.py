@@ -229,6 +229,28 @@ def mirror_features(features: LocalFeatures) -> LocalFeatures:
     return dataclasses.replace(features, descriptors=np.ascontiguousarray(features.descriptors[:, _SIFT_MIRROR]))
 
 
+def extract_box_features(image: np.ndarray, box, method: str = "rootsift", *, side: int = 512,
+                         max_keypoints: int = 1000) -> LocalFeatures:
+    """(H, W, 3) uint8 RGB and an (x0, y0, x1, y1) box of it -> the box's features, looked at closer: the box
+    upscaled (INTER_CUBIC) so that its long side is `side` (a larger box is described at `side`), and its keypoints
+    mapped back to pixels of the whole image (image_size (H, W)), so that they compare with the whole image's.
+    """
+    height, width = image.shape[:2]
+    x0, x1 = np.clip(np.asarray(box[0::2], np.int64), 0, width).tolist()
+    y0, y1 = np.clip(np.asarray(box[1::2], np.int64), 0, height).tolist()
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box {tuple(box)} is empty inside a {width}x{height} image")
+    view = image[y0:y1, x0:x1]
+    scale = side / max(view.shape[:2])
+    if scale > 1:
+        view = cv2.resize(view, (round((x1 - x0) * scale), round((y1 - y0) * scale)), interpolation=cv2.INTER_CUBIC)
+    features = extract_local_features(view, method, max_keypoints=max_keypoints, max_side=side)
+    # pixel centres at integers: x in the view is (x_box + 0.5) * sx - 0.5
+    sx, sy = view.shape[1] / (x1 - x0), view.shape[0] / (y1 - y0)
+    keypoints = (features.keypoints + 0.5) / np.array([sx, sy], np.float32) - 0.5 + np.array([x0, y0], np.float32)
+    return dataclasses.replace(features, keypoints=keypoints.astype(np.float32), image_size=(height, width))
+
+
 def extract_query_features(image: np.ndarray, method: str = "rootsift", *, max_keypoints: int = 1000,
                            max_side: int = 512) -> tuple[LocalFeatures, LocalFeatures]:
     """(H, W, 3) uint8 RGB -> (features, mirrored features) of a query, for `verify_pair(mirrored=)`.

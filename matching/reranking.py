@@ -84,6 +84,8 @@ class RerankOptions:
     on stretched scores) or "subtract" (SSCD's score normalisation, with `beta`).
     settle: in full mode, a query whose whole image gives a score >= settle is decided without region
     search (pipeline.engine's cascade); None searches the regions of every query.
+    second_look: a query with no candidate verified has its best view verified again, closer
+    (pipeline.second_look).
     """
 
     mode: str = "full"
@@ -96,6 +98,7 @@ class RerankOptions:
     beta: float = 1.0
     geometry: str = "homography"
     settle: float | None = DEFAULT_SETTLE
+    second_look: bool = True
 
     def __post_init__(self):
         if self.mode not in RERANK_MODES:

@@ -46,6 +46,9 @@ from copyscope.pipeline.index_files import (
 )
 from copyscope.pipeline.model_spec import ModelSpec, check_region_model, distinct_region_model
 from copyscope.pipeline.runners import LocalRunner
+from copyscope.pipeline.second_look import (
+    NEIGHBOURS, SECOND_LOOK_INLIERS, box_features, collection_frames, looks_to_take, second_looks,
+)
 from copyscope.pipeline.stages import PrepareOptions, row_local_features
 from copyscope.pipeline.verify_stage import verify_through
 
@@ -76,18 +79,20 @@ class MatchResult:
 @dataclass(frozen=True)
 class EmbeddedQueries:
     """views: every view of every query; local: each query's whole-image local features; by_name: query ->
-    [(view number, (4,) box, (D,) descriptor)], what `views` is built from."""
+    [(view number, (4,) box, (D,) descriptor)], what `views` is built from; paths: query -> its file (for a
+    second look, pipeline.second_look)."""
 
     views: QueryViews
     local: dict[str, LocalFeatures]
     failures: list[Failure]
     by_name: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
 
     def with_regions(self, names: Sequence[str], regions: EmbeddedQueries, dim: int) -> EmbeddedQueries:
         """These queries among `names`, each with its region views added from a regions-only pass."""
         by_name = {n: self.by_name[n] + regions.by_name.get(n, []) for n in names if n in self.by_name}
         return EmbeddedQueries(_query_views(by_name, dim), {n: self.local[n] for n in by_name if n in self.local},
-                               regions.failures, by_name)
+                               regions.failures, by_name, self.paths)
 
 
 class CopyIndex:
@@ -419,7 +424,8 @@ class CopyIndex:
                     features[name] = row_local_features(batch, i, prepare.local.method)
             if progress:
                 progress(len(set(batch["id"].tolist())))
-        return EmbeddedQueries(_query_views(views, self.dim), features, failures, views)
+        return EmbeddedQueries(_query_views(views, self.dim), features, failures, views,
+                               {n: str(p) for n, p in images if n in views})
 
     def embed_crops(self, crops: Sequence[tuple[str, np.ndarray]], runner) -> np.ndarray:
         """(path, (4,) box as fractions of the image's width and height) crops -> (N, D) float32 descriptors,
@@ -557,7 +563,10 @@ class CopyIndex:
             keys = list(found)
             found = dict(zip(keys, discount_frames(keys, [found[key] for key in keys], sides=("query",),
                                                    ignored=ignored, partner_of=self._partners(keys, vectors))))
-            for p in chosen:
+            if rerank.second_look and queries.paths:
+                found |= self._second_look(views, cands, chosen, found, queries.paths, runner, rerank, vectors,
+                                           ignored)
+            for p in range(len(cands.query)):  # the chosen pairs, and those a second look verified
                 evidence[p] = found.get((views.ids[cands.query[p]], int(cands.reference[p])), {})
             every = [(views.ids[q], int(r)) for q, r in zip(cands.query, cands.reference)]
             partner = self._partners(every, vectors, SAME_PHOTO_COSINE)
@@ -637,6 +646,36 @@ class CopyIndex:
         verified.update(verify_through(runner, pairs, local, self.directory / CATALOG, self.manifest["local"],
                                        rerank.geometry, progress))
         return {pair: verified[pair] for pair in wanted}
+
+    def _second_look(self, views: QueryViews, cands, chosen: np.ndarray, found: dict[tuple[str, int], dict],
+                     paths: dict[str, str], runner, rerank: RerankOptions, vectors: dict[int, np.ndarray],
+                     ignored: dict[str, np.ndarray]) -> dict[tuple[str, int], dict]:
+        """The evidence of second looks (pipeline.second_look) that replaces the first (or adds to it): each query
+        with no candidate verified has its best region view described closer and verified against its
+        candidates found by region views."""
+        spec = LocalSpec(**self.manifest["local"])
+        looks = looks_to_take(views, cands, chosen, found, rerank.verify_top)
+        local = box_features(paths, {q: box for q, (box, _) in looks.items()}, spec, self.prepare_options().max_pixels)
+        pairs = {q: refs for q, (_, refs) in looks.items() if q in local}
+        boxed = verify_through(runner, pairs, local, self.directory / CATALOG, self.manifest["local"],
+                               rerank.geometry)
+        keys = list(boxed)
+        boxed = dict(zip(keys, discount_frames(keys, [boxed[key] for key in keys], sides=("query",),
+                                               ignored=ignored, partner_of=self._partners(keys, vectors))))
+        raised = sorted({r for (_, r), e in boxed.items() if e["inliers"] >= SECOND_LOOK_INLIERS})
+        return second_looks(found, boxed, self.shared_frames(raised, rerank.geometry)) if raised else {}
+
+    def shared_frames(self, ids: list[int], geometry: str = "homography") -> dict[int, np.ndarray]:
+        """Reference ids -> {id: (R, 2) points of its keypoints that frame other references of this index}
+        (pipeline.second_look.collection_frames, among its NEIGHBOURS nearest)."""
+        vectors = self.catalog.embeddings_of(ids)
+        ids = [i for i in ids if i in vectors]
+        if not ids:
+            return {}
+        _, rows = self.search_index().search(np.stack([vectors[i] for i in ids]), NEIGHBOURS + 1)
+        near = {i: [int(n) for n in row if n >= 0 and n != i][:NEIGHBOURS] for i, row in zip(ids, rows.tolist())}
+        partners = lambda pairs: self._partners(pairs, self.catalog.embeddings_of({i for p in pairs for i in p}))  # noqa: E731
+        return collection_frames(near, self.catalog.features, LocalSpec(**self.manifest["local"]), geometry, partners)
 
     def _result(self, keep, views: QueryViews, cands, features, evidence, score, reverse,
                 failures: list[Failure], level: np.ndarray | None) -> MatchResult:

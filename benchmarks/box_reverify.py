@@ -1,14 +1,18 @@
-"""Would a second look at the query's best view find the copies that verification misses?
+"""What does a second look at a query's best view find, and at what price? (pipeline.second_look)
 
     .venv/bin/python benchmarks/box_reverify.py /tmp/fit [--side 512]
 
-Reads the tuning sets of benchmarks/fit_calibration.py (WORK/explain_tune_*.jsonl beside WORK/bench_tune_*;
-the held-out ones are left alone). For every query whose copy is a candidate verified by fewer than 4 inliers,
-it verifies that pair again two ways: the query's best-view box (the region view that scored highest against
-the reference, `best_view_box`) cut out, upscaled so that its long side is `--side` and described on its own;
-and the whole query described at 1024 px with 2000 keypoints. The query's strongest wrong candidate (highest
-best-view score) is verified the same ways beside it, so that a gain look-alikes and shared frames get too
-shows up as one.
+Reads the tuning sets of benchmarks/fit_calibration.py (WORK/explain_tune_*.jsonl beside WORK/bench_tune_* and
+WORK/idx_tune_*; the held-out ones are left alone), matched without a second look (`second_look` off, or
+before it existed). It takes the queries the second look takes, those whose verified candidates all have fewer
+than FEW_INLIERS inliers: it cannot know which candidate is the copy. For each, the best-view box of its top
+candidate among the explain rows is described closer (matching.local_features.extract_box_features, long side
+`--side`) and verified against the stored features of every explain row of the query. Pairs are counted for
+copies and for wrong candidates, three ways:
+  raw: the inliers as verified;
+  query frames: the box's keypoints that are inliers to 3 or more candidates taken out (matching.shared_frames);
+  + reference frames: also each reference's keypoints that frame its nearest references (CopyIndex.shared_frames).
+Each way is counted again with the second look's floor on the reference coverage.
 """
 
 from __future__ import annotations
@@ -17,28 +21,43 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibrate import FEW_INLIERS, load_set  # noqa: E402
+from calibrate import load_set  # noqa: E402
 
-from copyscope.descriptors.regions import crop_boxes  # noqa: E402
-from copyscope.matching.local_features import extract_local_features, extract_query_features  # noqa: E402
-from copyscope.matching.verification import verify_images, verify_pair  # noqa: E402
+from copyscope.matching.local_features import LocalSpec, extract_box_features  # noqa: E402
+from copyscope.matching.shared_frames import discount, discount_frames  # noqa: E402
 from copyscope.pipeline.decode import decode_image  # noqa: E402
+from copyscope.pipeline.engine import CopyIndex  # noqa: E402
+from copyscope.pipeline.second_look import FEW_INLIERS, MIN_REFERENCE_COVERAGE, SECOND_LOOK_INLIERS  # noqa: E402
+from copyscope.pipeline.verify_stage import evidence_of, query_codes, verify_stored  # noqa: E402
 
-LARGE = {"max_side": 1024, "max_keypoints": 2000}  # the whole query described larger
+WAYS = ("raw", "query frames", "+ reference frames")
 
 
-def box_view(image: np.ndarray, box: list[float], side: int) -> np.ndarray:
-    """(H, W, 3) image -> its (x0, y0, x1, y1) box upscaled so that its long side is `side` (the whole image when
-    the box is under 16 pixels a side)."""
-    view = crop_boxes(image, np.array(box, int))[0]
-    if min(view.shape[:2]) < 16:
-        return image
-    scale = side / max(view.shape[:2])
-    return cv2.resize(view, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC) if scale > 1 else view
+def reverified(rows: list[dict], query: np.ndarray, engine: CopyIndex, ids: dict[str, int], side: int
+               ) -> list[tuple[dict, ...]] | None:
+    """One query's candidate rows -> per row, the evidence of its top candidate's best-view box against it in
+    each of WAYS; None when that box is the whole image (nothing new to look at)."""
+    h, w = query.shape[:2]
+    box = max(rows, key=lambda r: r["best_view_score"])["best_view_box"]
+    if [int(v) for v in box] == [0, 0, w, h]:
+        return None
+    spec = LocalSpec(**engine.manifest["local"])
+    view = extract_box_features(query, box, spec.method, side=side, max_keypoints=spec.max_keypoints)
+    codes = query_codes(view, spec)
+    owners, raw = [], []
+    for row in rows:
+        ref_id = ids[row["reference_id"]]
+        reference = engine.catalog.features(ref_id)
+        owners.append(("box", ref_id))
+        raw.append(evidence_of(verify_stored(view, reference, spec, codes=codes), view.image_size,
+                               reference.image_size))
+    burst = discount_frames(owners, raw, sides=("query",))
+    frames = engine.shared_frames([ref_id for _, ref_id in owners])
+    shared = [discount(e, None, frames.get(ref_id)) for (_, ref_id), e in zip(owners, burst)]
+    return list(zip(raw, burst, shared))
 
 
 def main() -> None:
@@ -46,37 +65,39 @@ def main() -> None:
     parser.add_argument("work", type=Path, help="the --work folder of benchmarks/fit_calibration.py")
     parser.add_argument("--side", type=int, default=512, help="long side of the upscaled box, and its max_side")
     args = parser.parse_args()
-    found = {"missed copy": [], "strongest wrong candidate": []}
+    counts = {True: [], False: []}  # copy? -> per pair, (inliers, reference coverage) of each way
+    queries = looked = 0
     for explain in sorted(args.work.glob("explain_tune_*.jsonl")):
-        bench = args.work / explain.stem.replace("explain_", "bench_")
+        name = explain.stem.replace("explain_", "")
+        bench, index = args.work / f"bench_{name}", args.work / f"idx_{name}"
+        engine = CopyIndex.open(index)
+        ids = {n: i for i, n in engine.names().items()}
         rows, _, _, y, _ = load_set(f"{explain}:{bench / 'ground_truth.csv'}")
         by_query: dict[str, list[tuple[dict, bool]]] = {}
         for row, is_copy in zip(rows, y.astype(bool)):
-            by_query.setdefault(row["query_id"], []).append((row, is_copy))
+            by_query.setdefault(row["query_id"], []).append((row, bool(is_copy)))
+        queries += len(by_query)
         for query_id, pairs in by_query.items():
-            missed = [row for row, is_copy in pairs if is_copy and row.get("inliers", 0) < FEW_INLIERS]
-            wrong = [row for row, is_copy in pairs if not is_copy]
-            if not missed:
+            if max(row.get("inliers", 0) for row, _ in pairs) >= FEW_INLIERS:
                 continue
-            query = decode_image(bench / "queries" / f"{query_id}.jpg")
-            large_query, large_mirrored = extract_query_features(query, **LARGE)
-            strongest = max(wrong, key=lambda r: r["best_view_score"], default=None)
-            for kind, row in (("missed copy", missed[0]), ("strongest wrong candidate", strongest)):
-                if row is None:
-                    continue
-                reference = decode_image(bench / "references" / f"{row['reference_id']}.jpg")
-                boxed = verify_images(box_view(query, row["best_view_box"], args.side), reference,
-                                      max_side=args.side).inliers
-                large = verify_pair(large_query, extract_local_features(reference, **LARGE),
-                                    mirrored=large_mirrored).inliers
-                found[kind].append((row.get("inliers", 0), boxed, large))
-    print(f"pairs of queries whose copy is a candidate with < {FEW_INLIERS} inliers; inliers of each way "
-          "(>= 8 / >= 12 / max)")
-    for kind, counts in found.items():
-        c = np.array(counts, int).reshape(-1, 3)
-        shown = "  ".join(f"{name} {(c[:, i] >= 8).sum()} / {(c[:, i] >= 12).sum()} / {c[:, i].max(initial=0)}"
-                          for i, name in enumerate(("as matched", f"box at {args.side} px", "whole at 1024 px")))
-        print(f"  {kind:26s} {len(c):4d} pairs  {shown}")
+            found = reverified([row for row, _ in pairs], decode_image(bench / "queries" / f"{query_id}.jpg"),
+                               engine, ids, args.side)
+            if found is None:
+                continue
+            looked += 1
+            for (_, is_copy), ways in zip(pairs, found):
+                counts[is_copy].append([(e["inliers"], e["reference_coverage"]) for e in ways])
+    print(f"{looked} of {queries} queries looked at again (every candidate under {FEW_INLIERS} inliers, best view "
+          f"not the whole image); pairs with >= {SECOND_LOOK_INLIERS} / >= 12 inliers, and with >= "
+          f"{SECOND_LOOK_INLIERS} at a reference coverage >= "
+          f"{MIN_REFERENCE_COVERAGE:.0%}")
+    for is_copy, kind in ((True, "copies"), (False, "wrong candidates")):
+        c = np.array(counts[is_copy], float).reshape(-1, len(WAYS), 2)
+        enough = c[:, :, 0] >= SECOND_LOOK_INLIERS
+        shown = "  ".join(f"{way} {enough[:, i].sum()} / {(c[:, i, 0] >= 12).sum()} / "
+                          f"{(enough[:, i] & (c[:, i, 1] >= MIN_REFERENCE_COVERAGE)).sum()}"
+                          for i, way in enumerate(WAYS))
+        print(f"  {kind:17s} {len(c):5d} pairs  {shown}")
 
 
 if __name__ == "__main__":

@@ -38,11 +38,12 @@ APART_INLIERS = 20
 # content, look-alikes: benchmarks/fit_calibration.py, one run per entry; the first on three, the others on the
 # first two); the README reports them on benchmarks of the held-out half. reverse: "the reference contains the
 # query". The first is the default: sscd, its index whitened by its references (matching.whitening), over
-# MATCH_FEATURES; the others score raw descriptors over FEATURES (dedup takes the raw sscd one).
+# MATCH_FEATURES, fitted on matches with the second look (pipeline.second_look); the others score raw descriptors
+# over FEATURES (dedup takes the raw sscd one) and were fitted before the second look.
 PACKAGED_CALIBRATIONS = (
-    FittedCalibration(Calibration(weights=(2.704, 1.577, -0.897, 7.629, -0.254, 1.664, -5.707, 18.945), bias=-5.037),
+    FittedCalibration(Calibration(weights=(3.733, 0.413, -0.798, 7.500, -1.708, 3.024, -6.538, 18.530), bias=-5.087),
                       MATCH_FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,
-                      Calibration(weights=(7.513, -6.462, -0.760, 6.998, 4.505, -3.801, -5.121, 4.493), bias=-5.372),
+                      Calibration(weights=(7.540, -6.667, -0.767, 7.103, 4.447, -3.563, -5.824, 4.455), bias=-5.419),
                       None, WhiteningSpec().to_dict()),
     FittedCalibration(Calibration(weights=(-1.497, 13.099, -0.088, 4.827, 3.860, -1.474, -10.740), bias=-6.882),
                       FEATURES, "sscd", LocalSpec().to_dict(), DEFAULT_NORM,

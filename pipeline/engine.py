@@ -674,8 +674,9 @@ class CopyIndex:
             return {}
         _, rows = self.search_index().search(np.stack([vectors[i] for i in ids]), NEIGHBOURS + 1)
         near = {i: [int(n) for n in row if n >= 0 and n != i][:NEIGHBOURS] for i, row in zip(ids, rows.tolist())}
-        partners = lambda pairs: self._partners(pairs, self.catalog.embeddings_of({i for p in pairs for i in p}))  # noqa: E731
-        return collection_frames(near, self.catalog.features, LocalSpec(**self.manifest["local"]), geometry, partners)
+        return collection_frames(near, self.catalog.features, LocalSpec(**self.manifest["local"]), geometry,
+                                 lambda pairs: self._partners(pairs, self.catalog.embeddings_of(set(near) | {
+                                     n for others in near.values() for n in others})))
 
     def _result(self, keep, views: QueryViews, cands, features, evidence, score, reverse,
                 failures: list[Failure], level: np.ndarray | None) -> MatchResult:

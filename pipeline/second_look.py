@@ -3,16 +3,17 @@
 A query whose verified candidates all have fewer than FEW_INLIERS inliers (a photo pasted small into another,
 a meme or screenshot around a photo) gets the best view of its top candidate found by a region view cut out,
 upscaled so that its long side is LOOK_SIDE and described (matching.local_features.extract_box_features); the
-region's features are verified against the query's top candidates found by region views. Upscaled, a region also matches the captions,
-app chrome and backgrounds that other references share, so its evidence has frames taken out on both sides
-before it counts: the query's keypoints that are inliers to 3 or more candidates (matching.shared_frames), and
-each reference's keypoints that are inliers to COLLECTION_BURST or more of its NEIGHBOURS nearest references
-(its stored features against theirs: the frames the collection shares). What is left replaces the first
-evidence when it has at least SECOND_LOOK_INLIERS inliers covering MIN_REFERENCE_COVERAGE of the reference.
+region's features are verified against the query's top candidates found by region views. Upscaled, a region
+also matches the captions, app chrome and backgrounds that other references share, so its evidence has frames
+taken out on both sides before it counts: the query's keypoints that are inliers to 3 or more candidates
+(matching.shared_frames), and each reference's keypoints that are inliers to COLLECTION_BURST or more of its
+NEIGHBOURS nearest references (its stored features against theirs: the frames the collection shares). What is
+left replaces the first evidence when it has at least SECOND_LOOK_INLIERS inliers covering
+MIN_REFERENCE_COVERAGE of the reference.
 
 Measured by benchmarks/box_reverify.py on the tuning sets: 352 of 673 queries looked at again; among their
 pairs, copies with >= 8 inliers 0 -> 5 of 23 and wrong candidates 0 -> 0 of 3,497 (39 before frames were
-taken out, 7 with the coverage floor alone).
+taken out, 9 with the coverage floor alone).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from copyscope.matching.metrics import at_score_thresholds, compute_metrics, is_
 from copyscope.matching.reranking import FEATURES, MATCH_FEATURES, SCORE_NORMS, RerankOptions
 from copyscope.matching.scoring import Calibration, FittedCalibration, fit_logistic
 from copyscope.pipeline.formats import read_ground_truth
-from copyscope.pipeline.second_look import FEW_INLIERS  # a pair with fewer counts as not verified
 from copyscope.pipeline.index_files import read_manifest
+from copyscope.pipeline.second_look import FEW_INLIERS  # a pair with fewer counts as not verified
 
 
 # Edits that put the reference inside foreign content: the query then contains the reference, not the reverse.

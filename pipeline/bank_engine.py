@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MATCH_THRESHOLD = 0.9  # the dedup act threshold: precision >= 0.95 on held-out benchmarks
 DEFAULT_REVIEW_THRESHOLD = 0.5
 EVIDENCE_KEYS = ("inliers", "matches", "inlier_ratio", "query_box", "reference_box", "query_coverage",
-                 "reference_coverage", "frame_inliers", "whole_image_score", "best_view_score", "mirrored")
+                 "reference_coverage", "frame_inliers", "whole_image_score", "best_view_score", "mirrored", "second_look")
 
 
 def decisions(rows: list[dict], items: dict[str, Item], thresholds: dict[str, tuple[float, float]]) -> list[dict]:

@@ -564,8 +564,7 @@ class CopyIndex:
             found = dict(zip(keys, discount_frames(keys, [found[key] for key in keys], sides=("query",),
                                                    ignored=ignored, partner_of=self._partners(keys, vectors))))
             if rerank.second_look and queries.paths:
-                found |= self._second_look(views, cands, chosen, found, queries.paths, runner, rerank, vectors,
-                                           ignored)
+                found |= self._second_look(views, cands, chosen, found, queries, runner, rerank, vectors, ignored)
             for p in range(len(cands.query)):  # the chosen pairs, and those a second look verified
                 evidence[p] = found.get((views.ids[cands.query[p]], int(cands.reference[p])), {})
             every = [(views.ids[q], int(r)) for q, r in zip(cands.query, cands.reference)]
@@ -648,14 +647,16 @@ class CopyIndex:
         return {pair: verified[pair] for pair in wanted}
 
     def _second_look(self, views: QueryViews, cands, chosen: np.ndarray, found: dict[tuple[str, int], dict],
-                     paths: dict[str, str], runner, rerank: RerankOptions, vectors: dict[int, np.ndarray],
+                     queries: EmbeddedQueries, runner, rerank: RerankOptions, vectors: dict[int, np.ndarray],
                      ignored: dict[str, np.ndarray]) -> dict[tuple[str, int], dict]:
         """The evidence of second looks (pipeline.second_look) that replaces the first (or adds to it): each query
         with no candidate verified has its best region view described closer and verified against its
         candidates found by region views."""
         spec = LocalSpec(**self.manifest["local"])
         looks = looks_to_take(views, cands, chosen, found, rerank.verify_top)
-        local = box_features(paths, {q: box for q, (box, _) in looks.items()}, spec, self.prepare_options().max_pixels)
+        sizes = {q: f.image_size for q, f in queries.local.items()}
+        local = box_features(queries.paths, {q: box for q, (box, _) in looks.items()}, sizes, spec,
+                             self.prepare_options().max_pixels)
         pairs = {q: refs for q, (_, refs) in looks.items() if q in local}
         boxed = verify_through(runner, pairs, local, self.directory / CATALOG, self.manifest["local"],
                                rerank.geometry)

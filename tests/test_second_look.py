@@ -18,14 +18,14 @@ from skimage import data
 
 from copyscope.jobs import cli
 from copyscope.matching.candidates import Candidates, QueryViews
-from copyscope.matching.local_features import extract_box_features, extract_local_features
+from copyscope.matching.local_features import LocalSpec, extract_box_features, extract_local_features
 from copyscope.matching.reranking import RerankOptions
 from copyscope.matching.shared_frames import INLIERS
 from copyscope.matching.verification import verify_pair
 from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.runners import LocalRunner
 from copyscope.pipeline.second_look import (
-    FEW_INLIERS, MIN_REFERENCE_COVERAGE, SECOND_LOOK_INLIERS, looks_to_take, second_looks,
+    FEW_INLIERS, MIN_REFERENCE_COVERAGE, SECOND_LOOK_INLIERS, box_features, looks_to_take, second_looks,
 )
 
 PASTED = {"immunohistochemistry": 140, "hubble_deep_field": 170, "rocket": 170}  # long side of the paste
@@ -141,3 +141,16 @@ def test_match_command_turns_the_second_look_off(pasted, tmp_path):
                   "--explain", str(explain), "--quiet", "--ray", "off", *flags])
         looked[bool(flags)] = sum(bool(json.loads(line).get("second_look")) for line in explain.open())
     assert looked[False] >= len(PASTED) and looked[True] == 0
+
+
+def test_a_query_file_that_changed_or_broke_keeps_its_first_look(tmp_path):
+    image = data.astronaut()
+    Image.fromarray(image).save(tmp_path / "same.png")
+    Image.fromarray(image[:256]).save(tmp_path / "shrunk.png")  # changed since it was embedded
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    paths = {name: str(tmp_path / f) for name, f in (("same", "same.png"), ("shrunk", "shrunk.png"),
+                                                      ("broken", "broken.jpg"))}
+    box = np.array([180, 40, 330, 190])
+    out = box_features(paths, dict.fromkeys(paths, box), dict.fromkeys(paths, image.shape[:2]), LocalSpec(),
+                       max_pixels=10**8)
+    assert set(out) == {"same"} and out["same"].image_size == image.shape[:2]

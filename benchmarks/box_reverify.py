@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate import load_set  # noqa: E402
 
-from copyscope.matching.local_features import LocalSpec, extract_box_features  # noqa: E402
+from copyscope.matching.local_features import extract_box_features  # noqa: E402
 from copyscope.matching.shared_frames import discount, discount_frames  # noqa: E402
 from copyscope.pipeline.decode import decode_image  # noqa: E402
 from copyscope.pipeline.engine import CopyIndex  # noqa: E402
@@ -36,15 +36,15 @@ from copyscope.pipeline.verify_stage import evidence_of, query_codes, verify_sto
 WAYS = ("raw", "query frames", "+ reference frames")
 
 
-def reverified(rows: list[dict], query: np.ndarray, engine: CopyIndex, ids: dict[str, int], side: int
-               ) -> list[tuple[dict, ...]] | None:
-    """One query's candidate rows -> per row, the evidence of its top candidate's best-view box against it in
-    each of WAYS; None when that box is the whole image (nothing new to look at)."""
+def reverified(rows: list[dict], query: np.ndarray, engine: CopyIndex, ids: dict[str, int], side: int,
+               frames: dict[int, np.ndarray]) -> list[tuple[dict, ...]] | None:
+    """One query's candidate rows and its set's {reference id: collection frames} -> per row, the evidence of its
+    top candidate's best-view box against it in each of WAYS; None when that box is the whole image."""
     h, w = query.shape[:2]
     box = max(rows, key=lambda r: r["best_view_score"])["best_view_box"]
     if [int(v) for v in box] == [0, 0, w, h]:
         return None
-    spec = LocalSpec(**engine.manifest["local"])
+    spec = engine.local
     view = extract_box_features(query, box, spec.method, side=side, max_keypoints=spec.max_keypoints)
     codes = query_codes(view, spec)
     owners, raw = [], []
@@ -55,7 +55,6 @@ def reverified(rows: list[dict], query: np.ndarray, engine: CopyIndex, ids: dict
         raw.append(evidence_of(verify_stored(view, reference, spec, codes=codes), view.image_size,
                                reference.image_size))
     burst = discount_frames(owners, raw, sides=("query",))
-    frames = engine.shared_frames([ref_id for _, ref_id in owners])
     shared = [discount(e, None, frames.get(ref_id)) for (_, ref_id), e in zip(owners, burst)]
     return list(zip(raw, burst, shared))
 
@@ -72,6 +71,7 @@ def main() -> None:
         bench, index = args.work / f"bench_{name}", args.work / f"idx_{name}"
         engine = CopyIndex.open(index)
         ids = {n: i for i, n in engine.names().items()}
+        frames = engine.shared_frames(sorted(ids.values()))  # every reference's, once
         rows, _, _, y, _ = load_set(f"{explain}:{bench / 'ground_truth.csv'}")
         by_query: dict[str, list[tuple[dict, bool]]] = {}
         for row, is_copy in zip(rows, y.astype(bool)):
@@ -81,7 +81,7 @@ def main() -> None:
             if max(row.get("inliers", 0) for row, _ in pairs) >= FEW_INLIERS:
                 continue
             found = reverified([row for row, _ in pairs], decode_image(bench / "queries" / f"{query_id}.jpg"),
-                               engine, ids, args.side)
+                               engine, ids, args.side, frames)
             if found is None:
                 continue
             looked += 1

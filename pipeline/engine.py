@@ -652,7 +652,7 @@ class CopyIndex:
         """The evidence of second looks (pipeline.second_look) that replaces the first (or adds to it): each query
         with no candidate verified has its best region view described closer and verified against its
         candidates found by region views."""
-        spec = LocalSpec(**self.manifest["local"])
+        spec = self.local
         looks = looks_to_take(views, cands, chosen, found, rerank.verify_top)
         sizes = {q: f.image_size for q, f in queries.local.items()}
         local = box_features(queries.paths, {q: box for q, (box, _) in looks.items()}, sizes, spec,
@@ -675,7 +675,7 @@ class CopyIndex:
             return {}
         _, rows = self.search_index().search(np.stack([vectors[i] for i in ids]), NEIGHBOURS + 1)
         near = {i: [int(n) for n in row if n >= 0 and n != i][:NEIGHBOURS] for i, row in zip(ids, rows.tolist())}
-        return collection_frames(near, self.catalog.features, LocalSpec(**self.manifest["local"]), geometry,
+        return collection_frames(near, self.catalog.features, self.local, geometry,
                                  lambda pairs: self._partners(pairs, self.catalog.embeddings_of(set(near) | {
                                      n for others in near.values() for n in others})))
 

@@ -51,9 +51,8 @@ def looks_to_take(views: QueryViews, cands: Candidates, chosen: np.ndarray, foun
     by_region = [p for p in np.argsort(-cands.best_score, kind="stable").tolist()
                  if weak.get(int(cands.query[p])) and cands.view[p] != views.full[cands.query[p]]]
     out: dict[str, tuple[np.ndarray, list[int]]] = {}
-    for p in by_region:
-        query = views.ids[int(cands.query[p])]
-        box, refs = out.setdefault(query, (views.view_box[cands.view[p]], []))
+    for p in by_region:  # best first: a query's first row gives its box
+        refs = out.setdefault(views.ids[int(cands.query[p])], (views.view_box[cands.view[p]], []))[1]
         if len(refs) < top:
             refs.append(int(cands.reference[p]))
     return out
@@ -82,11 +81,9 @@ def collection_frames(neighbours: dict[int, list[int]], features: Callable[[int]
     partner each (id, neighbour) counts as (versions of one photo count once, or a collection holding three
     versions of a photo would hide every copy of it)."""
     pairs = [(r, n) for r, near in neighbours.items() for n in near]
-    evidences = []
-    for r, n in pairs:
-        own, other = features(r), features(n)
-        evidences.append(evidence_of(verify_pair(own, other, geometry=geometry, ratio=spec.ratio),
-                                     own.image_size, other.image_size))
+    stored = {i: features(i) for i in {i for pair in pairs for i in pair}}  # each read once
+    evidences = [evidence_of(verify_pair(stored[r], stored[n], geometry=geometry, ratio=spec.ratio),
+                             stored[r].image_size, stored[n].image_size) for r, n in pairs]
     return frame_points(pairs, evidences, COLLECTION_BURST, sides=("query",), partner_of=partner_of(pairs))
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from copyscope.matching.metrics import (Metrics, at_score_thresholds, compute_metrics, is_probability,
-                                        recall_at_k_by_group, reliability)
+from copyscope.matching.metrics import (PROBABILITY_THRESHOLDS, Metrics, at_score_thresholds, compute_metrics,
+                                        is_probability, reliability, share_by_group)
 from copyscope.pipeline.atomic import atomic_write
 from copyscope.pipeline.formats import GroundTruth, Matches, read_ground_truth, read_matches, read_query_meta
 from copyscope.pipeline.reports.evaluation_report import MAX_EXAMPLES, FalsePositive, Miss, write_report
@@ -34,8 +34,8 @@ def evaluate(
 ) -> dict:
     """Score `pred_csv` against `gt_csv` and write metrics.json, pr_curve.png and report.html to out_dir.
 
-    meta_csv: query metadata (`query_id,kind,transforms`), adds recall@1 by kind; queries with a copy
-        that it does not list fall under "unknown".
+    meta_csv: query metadata (`query_id,kind,transforms`), adds recall@1 and recall at each score threshold
+        by kind; queries with a copy that it does not list fall under "unknown".
     queries_dir, references_dir: image folders for the thumbnails, by default `queries/` and
         `references/` beside gt_csv. A missing or unreadable image shows as a placeholder.
     Returns the metrics as written to metrics.json: uAP, recall_at_p90, threshold_at_p90 (None when
@@ -44,7 +44,8 @@ def evaluate(
     count as false positives), reliability ([{lo, hi, count, mean_score, precision}] over 10 bins),
     ece, at_threshold ({"0.5" | "0.9" | "0.99": {precision, recall, count}}) -- these three None when a
     score lies outside 0..1 (raw similarities, not probabilities) -- and with meta_csv
-    recall_at_1_by_kind and positives_by_kind.
+    recall_at_1_by_kind, positives_by_kind and recall_at_threshold_by_kind ({kind: {"0.5" | "0.9" | "0.99":
+    share of its copies whose true pair scored >= that}}, None for scores outside 0..1).
     Raises FormatError for a malformed CSV, ValueError for a ground truth without any copy.
     """
     gt, preds = read_ground_truth(gt_csv), read_matches(pred_csv)
@@ -53,7 +54,7 @@ def evaluate(
     summary["predictions_for_unknown_queries"] = int(np.sum(~np.isin(preds.query_ids, gt.query_ids)))
     summary.update(_calibration(metrics, preds.scores))
     if meta_csv is not None:
-        summary.update(_by_kind(metrics, gt, read_query_meta(meta_csv)))
+        summary.update(_by_kind(metrics, gt, read_query_meta(meta_csv), preds.scores))
 
     out_dir = Path(out_dir)
     with atomic_write(out_dir / "metrics.json", "w") as f:
@@ -70,13 +71,20 @@ def evaluate(
     return summary
 
 
-def _by_kind(metrics: Metrics, gt: GroundTruth, kinds: dict[str, str]) -> dict:
-    """recall@1 and the number of true pairs per edit kind of the query."""
+def _by_kind(metrics: Metrics, gt: GroundTruth, kinds: dict[str, str], scores: np.ndarray) -> dict:
+    """recall@1, the number of true pairs and, for probability scores, recall at each threshold per edit kind."""
     labels = [kinds.get(q, UNKNOWN_KIND) for q in gt.query_ids[gt.has_copy].tolist()]
-    groups = recall_at_k_by_group(metrics.gt_ranks, labels, k=1)
+    groups = share_by_group(metrics.gt_ranks < 1, labels)
+    by_threshold = None
+    if is_probability(scores):
+        found = metrics.gt_predictions >= 0
+        gt_scores = np.where(found, np.asarray(scores, np.float64)[np.maximum(metrics.gt_predictions, 0)], -np.inf)
+        shares = {f"{t:g}": share_by_group(gt_scores >= t, labels) for t in PROBABILITY_THRESHOLDS}
+        by_threshold = {k: {t: shares[t][k][0] for t in shares} for k in groups}
     return {
         "recall_at_1_by_kind": {k: r for k, (r, _) in groups.items()},
         "positives_by_kind": {k: n for k, (_, n) in groups.items()},
+        "recall_at_threshold_by_kind": by_threshold,
     }
 
 

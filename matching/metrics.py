@@ -210,13 +210,14 @@ def compute_metrics(pred_query_ids, pred_reference_ids, scores, gt_query_ids, gt
     )
 
 
-def recall_at_k_by_group(gt_ranks: np.ndarray, groups, k: int = 1) -> dict[str, tuple[float, int]]:
-    """(P,) ranks of the true pairs, (P,) group labels -> {group: (recall@k, number of pairs)}, sorted."""
+def share_by_group(hits, groups) -> dict[str, tuple[float, int]]:
+    """(P,) bool per true pair (found at rank < k, scored >= t, ...), (P,) group labels -> {group: (share of
+    hits, number of pairs)}, sorted by group."""
     groups = np.asarray(groups, dtype=str)
     names, inverse = np.unique(groups, return_inverse=True)
     counts = np.bincount(inverse, minlength=len(names))
-    hits = np.bincount(inverse, weights=gt_ranks < k, minlength=len(names))
-    return {str(n): (float(h / c), int(c)) for n, h, c in zip(names, hits, counts)}
+    found = np.bincount(inverse, weights=np.asarray(hits, bool), minlength=len(names))
+    return {str(n): (float(h / c), int(c)) for n, h, c in zip(names, found, counts)}
 
 
 def is_probability(scores) -> bool:

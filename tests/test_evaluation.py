@@ -99,11 +99,23 @@ def test_raw_similarities_get_no_reliability_and_the_report_says_why(bench):
     assert "outside 0..1" in page and "not probabilities" in page and 'alt="reliability curve"' not in page
 
 
-def test_recall_at_1_by_kind_from_meta(bench):
+def test_recall_by_kind_from_meta(bench):
     summary = run(bench, meta_csv=bench / "meta.csv")
     assert summary["recall_at_1_by_kind"] == {"crop": 1.0, "flip": 0.0, "unknown": 0.0}
     assert summary["positives_by_kind"] == {"crop": 2, "flip": 1, "unknown": 1}
-    assert "Recall@1 by edit kind" in (bench / "out" / "report.html").read_text()
+    # crop: Q1 0.9 and sub/Q3 0.6; flip: Q2 0.7; unknown: Q4, never predicted
+    assert summary["recall_at_threshold_by_kind"] == {"crop": {"0.5": 1.0, "0.9": 0.5, "0.99": 0.0},
+                                                      "flip": {"0.5": 1.0, "0.9": 0.0, "0.99": 0.0},
+                                                      "unknown": {"0.5": 0.0, "0.9": 0.0, "0.99": 0.0}}
+    section = (bench / "out" / "report.html").read_text().split("<h2>Recall by edit kind</h2>")[1].split("<h2>")[0]
+    assert section.count("<tr>") == 1 + 3 and "recall at score &ge; 0.9" in section
+
+
+def test_raw_similarities_get_no_recall_by_kind_at_thresholds(bench):
+    write_csv(bench / "pred.csv", ["query_id", "reference_id", "score"], [["Q1", "R1", 1.7], ["Q2", "R2", -0.2]])
+    summary = run(bench, meta_csv=bench / "meta.csv")
+    assert summary["recall_at_threshold_by_kind"] is None and summary["recall_at_1_by_kind"]["crop"] == 0.5
+    assert "recall at score" not in (bench / "out" / "report.html").read_text()
 
 
 def test_pr_curve_is_a_png(bench):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from copyscope.matching.metrics import NOT_PREDICTED, compute_metrics, query_ranks, recall_at_k_by_group
+from copyscope.matching.metrics import NOT_PREDICTED, compute_metrics, query_ranks, share_by_group
 
 
 def metrics_of(preds, gt):
@@ -143,8 +143,8 @@ def test_query_ranks_count_ties_worst_first():
     assert query_ranks(np.empty(0, np.int64), np.empty(0)).shape == (0,)
 
 
-def test_recall_at_k_by_group():
+def test_share_by_group():
     gt_ranks = np.array([0, 3, NOT_PREDICTED, 0, 1])
     groups = ["crop", "blur", "crop", "crop", "blur"]
-    assert recall_at_k_by_group(gt_ranks, groups, k=1) == {"blur": (0.0, 2), "crop": (2 / 3, 3)}
-    assert recall_at_k_by_group(gt_ranks, groups, k=10) == {"blur": (1.0, 2), "crop": (2 / 3, 3)}
+    assert share_by_group(gt_ranks < 1, groups) == {"blur": (0.0, 2), "crop": (2 / 3, 3)}
+    assert share_by_group(gt_ranks < 10, groups) == {"blur": (1.0, 2), "crop": (2 / 3, 3)}

@@ -198,12 +198,16 @@ def _reliability_section(summary: dict, metrics: Metrics) -> str:
 def _kind_table(summary: dict) -> str:
     if "recall_at_1_by_kind" not in summary:
         return ""
+    at = summary.get("recall_at_threshold_by_kind")
+    thresholds = list(next(iter(at.values()))) if at else []
     rows = "".join(
         f'<tr><td>{esc(k)}</td><td class="num">{esc(_fmt(r))}</td>'
-        f'<td class="num">{summary["positives_by_kind"][k]}</td></tr>'
+        + "".join(f'<td class="num">{esc(_fmt(at[k][t]))}</td>' for t in thresholds)
+        + f'<td class="num">{summary["positives_by_kind"][k]}</td></tr>'
         for k, r in summary["recall_at_1_by_kind"].items()
     )
-    return (f"<h2>Recall@1 by edit kind</h2><table><tr><th>kind</th><th>recall@1</th>"
+    heads = "".join(f"<th>recall at score &ge; {esc(t)}</th>" for t in thresholds)
+    return (f"<h2>Recall by edit kind</h2><table><tr><th>kind</th><th>recall@1</th>{heads}"
             f"<th>queries with a copy</th></tr>{rows}</table>")
 
 

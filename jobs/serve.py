@@ -376,7 +376,7 @@ def create_app(engine: BankEngine, *, max_body: int = MAX_BODY, max_metadata: in
             raise ApiError(404, "not_found", "the matched item's image is gone (deleted since)") from None
         query = engine.store.image(record["image_sha256"])
         with drawing_lock:
-            png = _drawing(engine, query, reference)
+            png = _drawing(engine, query, reference, hit["evidence"].get("look_box"))
         return Response(png, media_type="image/png")
 
     # ------------------------------------------------ admin
@@ -438,11 +438,11 @@ def _public(record: dict) -> dict:
     return {key: value for key, value in record.items() if key != "image_sha256"}
 
 
-def _drawing(engine: BankEngine, query: bytes, reference: bytes) -> bytes:
-    """The pair drawn with the inliers and regions the match found -> PNG bytes."""
+def _drawing(engine: BankEngine, query: bytes, reference: bytes, look_box: list[float] | None) -> bytes:
+    """The pair drawn with the inliers and regions the match found (look_box: its second look's) -> PNG bytes."""
     from PIL import Image
 
-    canvas = draw_pair(decode_image(query), decode_image(reference), engine.verification(query, reference))
+    canvas = draw_pair(decode_image(query), decode_image(reference), engine.verification(query, reference, look_box))
     out = io.BytesIO()
     Image.fromarray(canvas).save(out, format="PNG")
     return out.getvalue()

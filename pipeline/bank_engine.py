@@ -42,6 +42,7 @@ from copyscope.pipeline.engine import CopyIndex
 from copyscope.pipeline.index_files import is_index_dir
 from copyscope.pipeline.model_spec import ModelSpec, check_region_model, distinct_region_model
 from copyscope.pipeline.runners import LocalRunner
+from copyscope.pipeline.second_look import box_features
 from copyscope.pipeline.verify_stage import verify_stored
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MATCH_THRESHOLD = 0.9  # the dedup act threshold: precision >= 0.95 on held-out benchmarks
 DEFAULT_REVIEW_THRESHOLD = 0.5
 EVIDENCE_KEYS = ("inliers", "matches", "inlier_ratio", "query_box", "reference_box", "query_coverage",
-                 "reference_coverage", "frame_inliers", "whole_image_score", "best_view_score", "mirrored", "second_look")
+                 "reference_coverage", "frame_inliers", "whole_image_score", "best_view_score", "mirrored", "second_look",
+                 "look_box")
 
 
 def decisions(rows: list[dict], items: dict[str, Item], thresholds: dict[str, tuple[float, float]]) -> list[dict]:
@@ -277,12 +279,16 @@ class BankEngine:
                                                     batch=batch)
         return records
 
-    def verification(self, query: bytes, reference: bytes) -> Verification:
+    def verification(self, query: bytes, reference: bytes, look_box: list[float] | None = None) -> Verification:
         """An upload against a bank image, verified as a match verified them: the upload's features extracted
-        as for a match, the bank image's as an add stores them (for drawing the pair on the review page)."""
+        as for a match (with look_box, the evidence's box of a second look: that box of it looked at closer),
+        the bank image's as an add stores them (for drawing the pair on the review page)."""
         with _temp_file(self.data_dir, query) as q_path, _temp_file(self.data_dir, reference) as r_path:
             q = self.index.embed_queries([("q", q_path)], self.runner, regions=0, local=True,
                                          full_size=True).local.get("q")
+            if q is not None and look_box is not None:
+                q = box_features({"q": q_path}, {"q": np.asarray(look_box)}, {"q": q.image_size}, self.index.local,
+                                 self.index.prepare_options().max_pixels).get("q", q)
             refs, _ = next(self.index.references([("r", r_path)], self.runner, stamps={"r": "drawing"}))
         if q is None or not refs:
             raise DecodeError("a stored image no longer decodes")

@@ -655,8 +655,8 @@ class CopyIndex:
         spec = self.local
         looks = looks_to_take(views, cands, chosen, found, rerank.verify_top)
         sizes = {q: f.image_size for q, f in queries.local.items()}
-        local = box_features(queries.paths, {q: box for q, (box, _) in looks.items()}, sizes, spec,
-                             self.prepare_options().max_pixels)
+        boxes = {q: box for q, (box, _) in looks.items()}
+        local = box_features(queries.paths, boxes, sizes, spec, self.prepare_options().max_pixels)
         pairs = {q: refs for q, (_, refs) in looks.items() if q in local}
         boxed = verify_through(runner, pairs, local, self.directory / CATALOG, self.manifest["local"],
                                rerank.geometry)
@@ -664,7 +664,7 @@ class CopyIndex:
         boxed = dict(zip(keys, discount_frames(keys, [boxed[key] for key in keys], sides=("query",),
                                                ignored=ignored, partner_of=self._partners(keys, vectors))))
         raised = sorted({r for (_, r), e in boxed.items() if e["inliers"] >= SECOND_LOOK_INLIERS})
-        return second_looks(found, boxed, self.shared_frames(raised, rerank.geometry)) if raised else {}
+        return second_looks(found, boxed, self.shared_frames(raised, rerank.geometry), boxes) if raised else {}
 
     def shared_frames(self, ids: list[int], geometry: str = "homography") -> dict[int, np.ndarray]:
         """Reference ids -> {id: (R, 2) points of its keypoints that frame other references of this index}

@@ -88,13 +88,14 @@ def collection_frames(neighbours: dict[int, list[int]], features: Callable[[int]
 
 
 def second_looks(first: dict[tuple[str, int], dict], boxed: dict[tuple[str, int], dict],
-                 frames: dict[int, np.ndarray]) -> dict[tuple[str, int], dict]:
-    """First evidence, a box's evidence of the same pairs (query frames discounted already) and the
-    collection's reference frames -> the pairs whose second look counts, its evidence marked "second_look"."""
+                 frames: dict[int, np.ndarray], boxes: dict[str, np.ndarray]) -> dict[tuple[str, int], dict]:
+    """First evidence, a box's evidence of the same pairs (query frames discounted already), the collection's
+    reference frames and each query's box -> the pairs whose second look counts, their evidence marked
+    "second_look" with the box looked at ("look_box": x0, y0, x1, y1 in the query's pixels, for redrawing)."""
     out = {}
     for pair, evidence in boxed.items():
         evidence = discount(evidence, None, frames.get(pair[1]))
         if (evidence["inliers"] >= SECOND_LOOK_INLIERS and evidence["reference_coverage"] >= MIN_REFERENCE_COVERAGE
                 and evidence["inliers"] > first.get(pair, {}).get("inliers", 0)):
-            out[pair] = evidence | {"second_look": True}
+            out[pair] = evidence | {"second_look": True, "look_box": [float(v) for v in boxes[pair[0]]]}
     return out

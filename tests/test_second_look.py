@@ -86,9 +86,10 @@ def test_a_second_look_counts_above_its_floors_and_outside_the_collections_frame
              ("q", 3): _evidence(len(spread), MIN_REFERENCE_COVERAGE / 2, spread),
              ("q", 4): _evidence(SECOND_LOOK_INLIERS - 1, 0.5, spread[:SECOND_LOOK_INLIERS - 1])}
     frames = {2: np.array(spread[:3], np.float32)}  # reference 2 shares a frame with the collection
-    out = second_looks(first, boxed, frames)
-    assert set(out) == {("q", 1)} and out[("q", 1)]["second_look"]
-    assert second_looks({("q", 1): {"inliers": 20}}, boxed, frames) == {}  # the first look was better
+    boxes = {"q": np.array([5, 5, 80, 80])}
+    out = second_looks(first, boxed, frames, boxes)
+    assert set(out) == {("q", 1)} and out[("q", 1)]["second_look"] and out[("q", 1)]["look_box"] == [5, 5, 80, 80]
+    assert second_looks({("q", 1): {"inliers": 20}}, boxed, frames, boxes) == {}  # the first look was better
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from copyscope.jobs.serve import create_app
 from copyscope.pipeline.bank_engine import BankEngine
 from copyscope.pipeline.bank_store import Actor
 from copyscope.pipeline.model_spec import ModelSpec
+from copyscope.pipeline.second_look import SECOND_LOOK_INLIERS
 
 CLI = Actor("cli", "admin")
 
@@ -207,5 +208,24 @@ def test_pair_drawing_shows_the_inliers_the_match_found(tmp_path):
         v = engine.verification(query, reference)
         assert (v.inliers, v.matches) == (evidence["inliers"], evidence["matches"])
         assert abs(v.query_coverage - evidence["query_coverage"]) < 1e-6
+    finally:
+        engine.close()
+
+
+def test_a_second_look_match_is_drawn_from_the_box_it_looked_at(tmp_path):
+    engine = BankEngine.open(tmp_path / "data")
+    try:
+        engine.store.create_bank(CLI, "known", "", 0.9, 0.0)
+        for name in ("rocket", "astronaut", "coffee", "chelsea"):
+            engine.add_item(CLI, "known", name, {}, jpeg(photo(name)))
+        host = np.array(Image.fromarray(data.camera()).convert("RGB").resize((1400, 1000)))
+        host[300:390, 500:590] = np.asarray(Image.fromarray(photo("astronaut")).resize((90, 90)))  # pasted small
+        upload, reference = jpeg(host, quality=80), jpeg(photo("astronaut"))
+        hit = next(m for m in engine.match(CLI, upload)["matches"] if m["content_id"] == "astronaut")
+        assert hit["evidence"]["second_look"] and len(hit["evidence"]["look_box"]) == 4
+        closer = engine.verification(upload, reference, hit["evidence"]["look_box"])
+        assert closer.inliers >= SECOND_LOOK_INLIERS > engine.verification(upload, reference).inliers
+        x, y = closer.query_region[:, 0], closer.query_region[:, 1]  # in the upload's pixels, on the paste
+        assert 495 <= x.min() and x.max() <= 595 and 295 <= y.min() and y.max() <= 395
     finally:
         engine.close()

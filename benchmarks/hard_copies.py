@@ -19,12 +19,12 @@ import csv
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from copyscope.matching.local_features import LocalSpec, extract_local_features, extract_query_features
 from copyscope.matching.verification import verify_pair
 from copyscope.pipeline.catalog import Catalog
+from copyscope.pipeline.decode import decode_image
 from copyscope.pipeline.second_look import FEW_INLIERS
 from copyscope.pipeline.verify_stage import verify_stored
 
@@ -40,10 +40,6 @@ WAYS = {
     "both files, 128 px (coarse)": (128, 1000, 0.75, "homography"),
 }
 STORED = "as stored (the index's features, the default query)"
-
-
-def rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
 def pairs_to_check(explain: Path, gt_csv: Path) -> list[tuple[str, str, bool]]:
@@ -76,13 +72,13 @@ def check_set(work: Path, name: str) -> list[tuple[bool, dict[str, int], int]]:
     out = []
     for q, ref, is_copy in pairs:
         if q not in queries:
-            image = rgb(bench / "queries" / f"{q}.jpg")
+            image = decode_image(bench / "queries" / f"{q}.jpg")
             queries = {q: {way: extract_query_features(image, max_keypoints=kp, max_side=side)
                            for way, (side, kp, _, _) in WAYS.items()}
                        | {STORED: extract_query_features(image, max_keypoints=spec.max_keypoints,
                                                          max_side=spec.max_side)}}  # one query at a time
         if ref not in references:
-            image = rgb(bench / "references" / f"{ref}.jpg")
+            image = decode_image(bench / "references" / f"{ref}.jpg")
             references[ref] = {way: extract_local_features(image, max_keypoints=kp, max_side=side)
                                for way, (side, kp, _, _) in WAYS.items()}
         inliers = {way: verify_pair(queries[q][way][0], references[ref][way], mirrored=queries[q][way][1],
